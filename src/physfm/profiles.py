@@ -1,0 +1,185 @@
+"""Named presets for every chapter: ``smoke``, ``cpu`` and ``gpu``.
+
+Every chapter notebook starts with one cell tagged ``parameters`` holding plain literals::
+
+    profile = "cpu"   # smoke | cpu | gpu
+    seed = 0
+    n_grid = None     # None: take the profile's value
+
+and resolves them in the next cell::
+
+    cfg = physfm.profiles.resolve("metrics", profile, seed=seed, n_grid=n_grid)
+
+========  ==========================================  =============================
+profile   what it is for                              budget
+========  ==========================================  =============================
+smoke     tests and CI                                < 60 s per chapter, 2 CPU cores
+cpu       the rendered book, a student's laptop       < 8 min per chapter, 2 CPU cores
+gpu       paper scale, through papermill on one GPU   hours
+========  ==========================================  =============================
+
+Setting the environment variable ``PHYSFM_PROFILE`` forces a profile whatever the notebook
+says; the test suite uses it to run every chapter at ``smoke`` without editing a notebook.
+
+Overrides are checked against the preset: an unknown name or a value of the wrong type is a
+``ValueError``/``TypeError`` that names the chapter, the parameter and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["PROFILES", "PRESETS", "Config", "resolve", "chapters", "ENV_VAR"]
+
+PROFILES = ("smoke", "cpu", "gpu")
+ENV_VAR = "PHYSFM_PROFILE"
+
+# Every chapter takes a seed; it is added to every preset below.
+_COMMON: dict[str, Any] = {"seed": 0}
+
+# One entry per chapter, named after its notebook (book/<chapter>.ipynb). Each profile lists
+# every parameter: a test checks that the three profiles of a chapter have the same names and
+# types, so an override that is valid for one profile is valid for all.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "metrics": {
+        # n_grid: side of the square test fields; n_samples: random fields averaged per point
+        # of the statistics figures; shifts: the shifts (in cells) of the shift experiment.
+        "smoke": {"n_grid": 32, "n_samples": 2, "shifts": (0, 1, 2, 4)},
+        "cpu": {"n_grid": 128, "n_samples": 32, "shifts": (0, 1, 2, 3, 4, 6, 8, 12, 16)},
+        "gpu": {"n_grid": 512, "n_samples": 256, "shifts": (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)},
+    },
+}
+
+
+class Config(Mapping[str, Any]):
+    """The resolved parameters of one chapter run: a read-only mapping with attribute access.
+
+    ``cfg.n_grid`` and ``cfg["n_grid"]`` are the same value; ``cfg.profile`` and
+    ``cfg.chapter`` say where the values came from, and :meth:`as_dict` gives plain data for
+    provenance records.
+    """
+
+    def __init__(self, chapter: str, profile: str, values: Mapping[str, Any]):
+        object.__setattr__(self, "_chapter", chapter)
+        object.__setattr__(self, "_profile", profile)
+        object.__setattr__(self, "_values", dict(values))
+
+    @property
+    def chapter(self) -> str:
+        return self._chapter
+
+    @property
+    def profile(self) -> str:
+        return self._profile
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        raise AttributeError(f"{self._chapter!r} has no parameter {name!r}; it has {sorted(values)}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Config is read-only: pass overrides to physfm.profiles.resolve instead")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data: ``chapter``, ``profile`` and every parameter (tuples become lists)."""
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items()}
+        return {"chapter": self._chapter, "profile": self._profile, **plain}
+
+    def __repr__(self) -> str:
+        width = max(len(k) for k in self._values) if self._values else 0
+        lines = [f"{k:<{width}} = {v!r}" for k, v in self._values.items()]
+        return f"Config({self._chapter!r}, profile={self._profile!r})\n  " + "\n  ".join(lines)
+
+
+def chapters() -> list[str]:
+    """The chapters that have presets."""
+    return sorted(PRESETS)
+
+
+def resolve(chapter: str, profile: str = "cpu", **overrides: Any) -> Config:
+    """The parameters of ``chapter`` at ``profile``, with ``overrides`` applied.
+
+    An override of ``None`` means "take the profile's value", so a notebook can pass every
+    parameter of its ``parameters`` cell straight through.
+
+    Args:
+        chapter: the chapter's name, as in ``book/<chapter>.ipynb``.
+        profile: ``"smoke"``, ``"cpu"`` or ``"gpu"``; ignored when ``PHYSFM_PROFILE`` is set.
+        **overrides: parameter values that replace the preset's.
+
+    Raises:
+        ValueError: unknown chapter, profile or parameter name, or a bad ``seed``.
+        TypeError: an override whose type differs from the preset's.
+    """
+    if chapter not in PRESETS:
+        raise ValueError(f"resolve: unknown chapter {chapter!r}; known chapters: {chapters()}")
+    forced = os.environ.get(ENV_VAR)
+    if forced:
+        if forced not in PROFILES:
+            raise ValueError(f"resolve: {ENV_VAR}={forced!r} is not a profile; choose one of {PROFILES}")
+        if forced != profile:
+            print(f"physfm: profile {profile!r} replaced by {forced!r} from {ENV_VAR}")
+        profile = forced
+    if profile not in PROFILES:
+        raise ValueError(f"resolve: unknown profile {profile!r} for chapter {chapter!r}; choose one of {PROFILES}")
+
+    values = {**_COMMON, **PRESETS[chapter][profile]}
+    for name, value in overrides.items():
+        if name not in values:
+            raise ValueError(
+                f"resolve: chapter {chapter!r} has no parameter {name!r}; its parameters are {sorted(values)}"
+            )
+        if value is not None:
+            values[name] = _checked(chapter, name, value, values[name])
+    if values["seed"] < 0:
+        raise ValueError(f"resolve: seed must be a non-negative int, got {values['seed']!r}")
+    return Config(chapter, profile, values)
+
+
+def _checked(chapter: str, name: str, value: Any, preset: Any) -> Any:
+    """``value`` converted to the preset's type, or a TypeError saying what was wanted."""
+    want = type(preset)
+
+    def fail(detail: str = "") -> TypeError:
+        return TypeError(
+            f"resolve: {chapter}.{name} must be {want.__name__} like the preset {preset!r}, "
+            f"got {type(value).__name__} {value!r}{detail}"
+        )
+
+    if isinstance(preset, bool):
+        if not isinstance(value, bool):
+            raise fail()
+        return value
+    if isinstance(preset, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail()
+        return value
+    if isinstance(preset, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail()
+        return float(value)
+    if isinstance(preset, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            raise fail()
+        if preset:
+            item = preset[0]
+            for v in value:
+                _checked(chapter, f"{name}[]", v, item)
+            if isinstance(item, float):
+                value = [float(v) for v in value]
+        return tuple(value)
+    if not isinstance(value, want):
+        raise fail()
+    return value
