@@ -28,6 +28,9 @@ __all__ = [
     "wavenumber_magnitude",
     "band_edges",
     "band_index",
+    "band_fractions",
+    "filter_bands",
+    "autocorrelation",
     "dealias_mask",
     "gaussian_random_field",
     "radial_spectrum",
@@ -116,6 +119,53 @@ def band_index(shape: Sequence[int], *, device: torch.device | str | None = None
     edges = band_edges(shape, device=device)
     index = torch.bucketize(kmag, edges, right=True) - 1
     return index.clamp_(0, 2)  # |k| <= pi*sqrt(d) < last edge, so the clamp never changes a value
+
+
+def band_fractions(shape: Sequence[int]) -> torch.Tensor:
+    """Fraction of the ``fftn`` grid's modes in each band (low, mid, high); sums to 1.
+
+    The bands are log-spaced in ``|k|`` while the number of modes grows like ``|k|^d``, so the
+    high band holds most of the modes: white noise puts most of its error there.
+    """
+    index = band_index(shape).flatten()
+    return torch.bincount(index, minlength=len(BANDS)).double() / index.numel()
+
+
+def filter_bands(x: torch.Tensor, keep: Sequence[str], n_spatial: int) -> torch.Tensor:
+    """``x`` with every Fourier mode outside the bands named in ``keep`` set to zero.
+
+    An ideal band filter: ``filter_bands(y, ("low", "mid"), d)`` is ``y`` with its small scales
+    removed, and its error against ``y`` lies entirely in the high band.
+    """
+    unknown = [b for b in keep if b not in BANDS]
+    if unknown:
+        raise ValueError(f"filter_bands: keep={tuple(keep)} names unknown bands {unknown}; bands are {BANDS}")
+    if not 1 <= n_spatial <= 3 or x.ndim < n_spatial:
+        raise ValueError(f"filter_bands: n_spatial must be 1..3 and at most x.ndim={x.ndim}, got {n_spatial}")
+    shape = tuple(x.shape[-n_spatial:])
+    dims = tuple(range(-n_spatial, 0))
+    kept = torch.zeros(len(BANDS), dtype=torch.bool, device=x.device)
+    kept[[BANDS.index(b) for b in keep]] = True
+    mask = kept[band_index(shape, device=x.device)]
+    return torch.fft.ifftn(torch.fft.fftn(x, dim=dims) * mask, dim=dims).real.to(x.dtype)
+
+
+def autocorrelation(x: torch.Tensor, n_spatial: int) -> torch.Tensor:
+    """Circular autocorrelation of the last ``n_spatial`` axes, normalised to 1 at zero lag.
+
+    ``rho(s) = <x'(p) x'(p + s)> / <x'^2>`` with ``x' = x - mean(x)`` and ``<.>`` the mean over
+    grid points ``p`` (computed by Wiener-Khinchin: the inverse FFT of ``|FFT(x')|^2``). Entry
+    ``[..., s_1, ..., s_d]`` is the lag ``s``. A circular shift by ``s`` has
+    ``VRMSE^2 = 2 (1 - rho(s)) (N - 1) / N`` exactly.
+    """
+    if not 1 <= n_spatial <= 3 or x.ndim < n_spatial:
+        raise ValueError(f"autocorrelation: n_spatial must be 1..3 and at most x.ndim={x.ndim}, got {n_spatial}")
+    dims = tuple(range(-n_spatial, 0))
+    xc = x - x.mean(dim=dims, keepdim=True)
+    power = torch.fft.fftn(xc, dim=dims).abs() ** 2
+    corr = torch.fft.ifftn(power, dim=dims).real
+    zero = corr[(...,) + (0,) * n_spatial]
+    return corr / zero[(...,) + (None,) * n_spatial]
 
 
 def dealias_mask(

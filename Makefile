@@ -1,0 +1,60 @@
+# physfm: build the book, run the tests. Both targets set up everything on a fresh machine
+# that has Python 3.11 and pip: a virtual environment in .venv with the pinned requirements.
+#
+#   make book    execute every chapter at the cpu profile, render HTML to _build/html
+#   make test    unit tests, every chapter at the smoke profile under nbval, book build with -W
+#   make bench   speed/memory benchmarks against the reference libraries
+#   make clean   remove builds (keeps .venv)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# pip may not take `-e .` from a constraints file: constraints are requirements.txt minus it.
+CONSTRAINTS := $(VENV)/constraints.txt
+
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+# pyvista renders off-screen through EGL; no display needed
+export VTK_DEFAULT_OPENGL_WINDOW := vtkEGLRenderWindow
+
+.PHONY: book test unit notebooks book-check bench env test-env clean
+
+env: $(VENV)/.book-installed
+test-env: $(VENV)/.test-installed
+
+$(VENV)/.book-installed: requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@grep -v '^-e' requirements.txt > $(CONSTRAINTS)
+	@touch $@
+
+$(VENV)/.test-installed: $(VENV)/.book-installed requirements-test.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt -c $(CONSTRAINTS)
+	@touch $@
+
+book: env
+	$(BIN)/jupyter-book build --all .
+	@echo
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+test: test-env unit notebooks book-check
+	@echo "make test: all checks passed"
+
+unit: test-env
+	$(BIN)/python -m pytest tests
+
+# every chapter at the smoke profile, executed by nbval (notebooks are stored without outputs)
+notebooks: test-env
+	PHYSFM_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider book
+
+# the whole book at the smoke profile, warnings as errors, in its own folder and execution
+# cache so smoke outputs never mix with the cpu build of `make book`
+book-check: env
+	PHYSFM_PROFILE=smoke $(BIN)/jupyter-book build --all -W -n --keep-going --path-output _build/smoke .
+
+bench: test-env
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c $(CONSTRAINTS)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf _build

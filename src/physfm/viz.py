@@ -1,0 +1,151 @@
+"""Figures for the book: one look across chapters.
+
+Fields are drawn with a diverging colour map centred on zero when they change sign, errors in
+the three spectral bands always in the same three colours (:data:`BAND_COLORS`), and every
+figure that shows committed results carries the provenance line of :func:`physfm.results.describe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from physfm.spectral import BANDS, band_edges, band_index, radial_spectrum
+
+__all__ = ["BAND_COLORS", "show_fields", "band_bars", "band_map", "spectra", "to_numpy"]
+
+BAND_COLORS = {"low": "#1b9e77", "mid": "#d95f02", "high": "#7570b3"}
+
+
+def to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A detached float64 NumPy copy of ``x``."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def show_fields(
+    fields: Mapping[str, torch.Tensor | np.ndarray],
+    *,
+    ncols: int | None = None,
+    size: float = 2.6,
+    cmap: str | None = None,
+    shared: bool = True,
+    suptitle: str | None = None,
+):
+    """2D fields side by side with a shared colour scale (when ``shared``) and one colour bar.
+
+    Args:
+        fields: title -> 2D array ``(ny, nx)``.
+        ncols: panels per row (default: all in one row).
+    """
+    arrays = {k: to_numpy(v) for k, v in fields.items()}
+    for name, a in arrays.items():
+        if a.ndim != 2:
+            raise ValueError(f"show_fields: field {name!r} must be 2D (ny, nx), got shape {a.shape}")
+    n = len(arrays)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.6, size * nrows), squeeze=False, layout="constrained")
+    lo = min(a.min() for a in arrays.values())
+    hi = max(a.max() for a in arrays.values())
+    diverging = lo < 0 < hi
+    if cmap is None:
+        cmap = "RdBu_r" if diverging else "viridis"
+    if diverging:
+        lim = max(abs(lo), abs(hi))
+        lo, hi = -lim, lim
+    im = None
+    for ax, (name, a) in zip(axes.flat, arrays.items()):
+        kw = {"vmin": lo, "vmax": hi} if shared else {}
+        im = ax.imshow(a, origin="lower", cmap=cmap, interpolation="nearest", **kw)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    if shared and im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def band_bars(
+    values: Mapping[str, Sequence[float]],
+    *,
+    ax=None,
+    ylabel: str = "NMSE",
+    log: bool = True,
+):
+    """Grouped bars: one group per entry of ``values`` (e.g. a prediction), one bar per band."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.5 + 1.3 * len(values), 3.2), layout="constrained")
+    x = np.arange(len(values))
+    width = 0.8 / len(BANDS)
+    for i, band in enumerate(BANDS):
+        heights = [float(v[i]) for v in values.values()]
+        ax.bar(x + (i - 1) * width, heights, width, label=band, color=BAND_COLORS[band])
+    ax.set_xticks(x, list(values))
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.legend(title="band", fontsize=8)
+    return ax
+
+
+def band_map(shape: Sequence[int], *, ax=None):
+    """The band (low, mid, high) of every Fourier mode of a 2D grid, zero wavenumber centred."""
+    if len(shape) != 2:
+        raise ValueError(f"band_map: shape must be 2D (ny, nx), got {tuple(shape)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
+    index = torch.fft.fftshift(band_index(shape)).numpy()
+    ky, kx = (np.fft.fftshift(np.fft.fftfreq(n)) * 2 * np.pi for n in shape)
+    cmap = plt.matplotlib.colors.ListedColormap([BAND_COLORS[b] for b in BANDS])
+    im = ax.imshow(index, cmap=cmap, origin="lower", extent=[kx[0], kx[-1], ky[0], ky[-1]], vmin=-0.5, vmax=2.5)
+    ax.set(title="band of each Fourier mode", xlabel="$k_x$ (rad/cell)", ylabel="$k_y$ (rad/cell)")
+    cbar = ax.figure.colorbar(im, ax=ax, ticks=[0, 1, 2])
+    cbar.ax.set_yticklabels(list(BANDS))
+    return ax
+
+
+def spectra(
+    fields: Mapping[str, torch.Tensor],
+    n_spatial: int,
+    *,
+    ax=None,
+    shade_bands: bool = True,
+    styles: Mapping[str, Mapping] | None = None,
+):
+    """Shell-summed energy spectra (:func:`physfm.spectral.radial_spectrum`) on log-log axes.
+
+    Args:
+        fields: label -> tensor whose last ``n_spatial`` axes are space; leading axes are averaged.
+        shade_bands: shade the low, mid and high bands of The Well's spectral error.
+        styles: label -> keyword arguments for ``ax.loglog`` (colour, line style...).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.8, 3.6), layout="constrained")
+    shape = None
+    for label, f in fields.items():
+        f = f.detach().to("cpu", torch.float64)
+        shape = tuple(f.shape[-n_spatial:])
+        m, energy = radial_spectrum(f - f.mean(dim=tuple(range(-n_spatial, 0)), keepdim=True), n_spatial)
+        energy = energy.reshape(-1, energy.shape[-1]).mean(0)
+        k = 2 * np.pi * m.numpy() / max(shape)
+        ax.loglog(k[1:], energy[1:].numpy(), label=label, **(styles or {}).get(label, {}))
+    if shade_bands and shape is not None:
+        edges = band_edges(shape).tolist()
+        k_lo = 2 * np.pi / max(shape)
+        for band, lo, hi in zip(BANDS, edges[:-1], edges[1:]):
+            ax.axvspan(max(lo, k_lo), min(hi, np.pi), color=BAND_COLORS[band], alpha=0.18, lw=0)
+            ax.text(np.sqrt(max(lo, k_lo) * min(hi, np.pi)), 1.0, band, transform=ax.get_xaxis_transform(),
+                    ha="center", va="top", fontsize=8, color=BAND_COLORS[band])
+    ax.set(xlabel="|k| (rad/cell)", ylabel="energy per shell")
+    if len(fields) > 1:
+        ax.legend(fontsize=8)
+    return ax
