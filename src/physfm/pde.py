@@ -101,25 +101,41 @@ class SpectralGrid:
         self.dtype = dtype
         self.ks = wavenumbers(self.shape, (self.length,) * self.d, real=True, device=device, dtype=dtype)
         self.k2 = sum(k**2 for k in self.ks)
-        mask = torch.ones((), dtype=torch.bool, device=device)
-        for n, k in zip(self.shape, self.ks):
-            mode = torch.round(k.abs() * self.length / (2 * math.pi))
-            mask = mask & (mode < dealias * n / 2)
-        self.mask = mask.to(dtype)
-        self.k2_inv = torch.where(self.k2 > 0, 1.0 / torch.where(self.k2 > 0, self.k2, 1.0), 0.0)
+        cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+        self.iks = [(1j * k).to(cdtype) for k in self.ks]  # i k_j, complex so products need no casts
+        self.ik = torch.stack(torch.broadcast_tensors(*self.iks))[:, None, None]  # (d, 1, 1, *rfft_grid)
+        self.k2_inv = torch.where(self.k2 > 0, 1.0 / torch.where(self.k2 > 0, self.k2, 1.0), 0.0).to(cdtype)
+        # 2/3 rule: keep integer modes |m| < dealias * N / 2 along every axis. On the FFT index
+        # axis that is a block [0, K) plus [N - K + 1, N) (the last axis of rfftn holds [0, K)).
+        self.keep = [int(math.ceil(dealias * n / 2)) for n in self.shape]
+
+    def dealias_(self, u_hat: torch.Tensor) -> torch.Tensor:
+        """Zero the modes the dealiasing rule removes, in place (cheaper than a mask product)."""
+        for axis, (n, keep) in enumerate(zip(self.shape, self.keep)):
+            dim = u_hat.ndim - self.d + axis
+            if axis == self.d - 1:
+                u_hat.narrow(dim, keep, u_hat.shape[dim] - keep).zero_()
+            elif n - 2 * keep + 1 > 0:
+                u_hat.narrow(dim, keep, n - 2 * keep + 1).zero_()
+        return u_hat
 
     def to_physical(self, u_hat: torch.Tensor) -> torch.Tensor:
         """``irfftn`` over the spatial axes."""
         return torch.fft.irfftn(u_hat, s=self.shape, dim=self.dims)
 
     def to_spectral(self, u: torch.Tensor, *, dealiased: bool = False) -> torch.Tensor:
-        """``rfftn`` over the spatial axes, optionally with the dealiasing mask applied."""
+        """``rfftn`` over the spatial axes, optionally with the dealiased modes zeroed."""
         u_hat = torch.fft.rfftn(u, dim=self.dims)
-        return u_hat * self.mask if dealiased else u_hat
+        return self.dealias_(u_hat) if dealiased else u_hat
+
+    def gradient(self, u_hat: torch.Tensor) -> torch.Tensor:
+        """All first derivatives at once, ``(d, batch, fields, *space)``: one batched inverse
+        transform is cheaper than ``d`` separate ones."""
+        return self.to_physical(self.ik * u_hat)
 
     def grad(self, u_hat: torch.Tensor, axis: int) -> torch.Tensor:
         """:math:`\\partial_{x_i} u` on the grid, from ``u_hat``."""
-        return self.to_physical(1j * self.ks[axis] * u_hat)
+        return self.to_physical(self.iks[axis] * u_hat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,11 +315,10 @@ class Burgers(System):
         return -_b(c["nu"], grid.d) * grid.k2
 
     def nonlinear(self, u_hat, grid, c):
-        u = grid.to_physical(u_hat)  # (b, d, *grid)
-        adv = 0
-        for i in range(grid.d):
-            adv = adv + u[:, i : i + 1] * grid.grad(u_hat, i)
-        return -grid.to_spectral(adv, dealiased=True)
+        both = grid.to_physical(torch.cat([u_hat[None], grid.ik * u_hat]))  # (1 + d, b, d, *grid)
+        u, du = both[0], both[1:]  # du[i, :, j] = d u_j / d x_i
+        adv = (rearrange(u, "b i ... -> i b 1 ...") * du).sum(dim=0)  # (u . grad) u_j = sum_i u_i d_i u_j
+        return grid.to_spectral(adv, dealiased=True).neg_()
 
 
 class KuramotoSivashinsky(System):
@@ -332,9 +347,10 @@ class KuramotoSivashinsky(System):
         return grid.k2 - _b(c["nu"], grid.d) * grid.k2**2
 
     def nonlinear(self, u_hat, grid, c):
-        g2 = sum(grid.grad(u_hat, i) ** 2 for i in range(grid.d))
-        g2 = g2 - g2.mean(dim=grid.dims, keepdim=True)
-        return -0.5 * grid.to_spectral(g2, dealiased=True)
+        g2 = grid.gradient(u_hat).square_().sum(dim=0)
+        out = grid.to_spectral(g2, dealiased=True).mul_(-0.5)
+        out[(..., *([0] * grid.d))] = 0  # remove the spatial mean of |grad u|^2
+        return out
 
 
 class GrayScott(System):
@@ -421,8 +437,10 @@ class NavierStokes2D(System):
         return grid.grad(psi_hat, 1), -grid.grad(psi_hat, 0)
 
     def nonlinear(self, w_hat, grid, c):
-        ux, uy = self.velocity(w_hat, grid)
-        adv = ux * grid.grad(w_hat, 0) + uy * grid.grad(w_hat, 1)
+        psi_hat = w_hat * grid.k2_inv
+        ik0, ik1 = grid.iks
+        ux, uy, wx, wy = grid.to_physical(torch.stack([ik1 * psi_hat, -ik0 * psi_hat, ik0 * w_hat, ik1 * w_hat]))
+        adv = ux * wx + uy * wy
         return c["forcing_hat"] - grid.to_spectral(adv, dealiased=True)
 
     def prepare(self, grid, c):
@@ -457,22 +475,37 @@ def get_system(system: str | System) -> System:
 def _etdrk4_coefficients(lin: torch.Tensor, h: float, n_points: int = 32) -> tuple[torch.Tensor, ...]:
     """E, E2, Q, f1, f2, f3 for :math:`z = h L`, by contour integrals (Kassam & Trefethen 2005).
 
-    ``lin`` is any-shaped, real or complex; computed in complex128. The contour points are
-    accumulated one at a time so memory stays at a few copies of ``lin``.
+    ``lin`` is any-shaped, real or complex; computed in float64/complex128. For real ``L`` the
+    contributions of conjugate contour points are conjugate, so, as in Kassam & Trefethen's
+    code, only the ``n_points / 2`` points of the upper half circle are evaluated and the real
+    part is kept; and since an isotropic operator takes the same value at many wavenumbers,
+    the functions are evaluated once per distinct value of ``L``.
     """
-    z = h * lin.to(torch.complex128)
-    acc = [torch.zeros_like(z) for _ in range(4)]
-    for j in range(n_points):
-        r = z + complex(math.cos(2 * math.pi * (j + 0.5) / n_points), math.sin(2 * math.pi * (j + 0.5) / n_points))
+    z = h * (lin.to(torch.complex128) if torch.is_complex(lin) else lin.to(torch.float64))
+    real = not torch.is_complex(z)
+    if real:
+        values, inverse = torch.unique(z.flatten(), return_inverse=True)
+        angles = [2 * math.pi * (j + 0.5) / n_points for j in range(n_points // 2)]  # upper half circle
+    else:
+        values, inverse = z.flatten(), None
+        angles = [2 * math.pi * (j + 0.5) / n_points for j in range(n_points)]
+    zc = values.to(torch.complex128)
+    acc = [torch.zeros_like(zc) for _ in range(4)]
+    for angle in angles:
+        r = zc + complex(math.cos(angle), math.sin(angle))
         er = torch.exp(r)
-        r3 = r**3
+        r2 = r * r
+        r3 = r2 * r
         acc[0] += (torch.exp(r / 2) - 1) / r
-        acc[1] += (-4 - r + er * (4 - 3 * r + r**2)) / r3
+        acc[1] += (-4 - r + er * (4 - 3 * r + r2)) / r3
         acc[2] += (2 + r + er * (r - 2)) / r3
-        acc[3] += (-4 - 3 * r - r**2 + er * (4 - r)) / r3
-    q, f1, f2, f3 = (h * a / n_points for a in acc)
-    out = (torch.exp(z), torch.exp(z / 2), q, f1, f2, f3)
-    return out if torch.is_complex(lin) else tuple(t.real for t in out)
+        acc[3] += (-4 - 3 * r - r2 + er * (4 - r)) / r3
+    phis = [h * a / len(angles) for a in acc]
+    if real:
+        phis = [p.real[inverse].reshape(z.shape) for p in phis]
+    else:
+        phis = [p.reshape(z.shape) for p in phis]
+    return (torch.exp(z), torch.exp(z / 2), *phis)
 
 
 class ETDRK4:
@@ -491,8 +524,12 @@ class ETDRK4:
         self.c = {k: v.to(device) for k, v in coefficients.items()}
         lin = system.linear(_float64_grid(grid), {k: v.to(torch.float64) for k, v in self.c.items()})
         coeffs = _etdrk4_coefficients(lin, self.dt)
-        target = (torch.complex64 if grid.dtype == torch.float32 else torch.complex128) if torch.is_complex(lin) else grid.dtype
-        self.E, self.E2, self.Q, self.f1, self.f2, self.f3 = (c.to(target) for c in coeffs)
+        # complex even when L is real: a complex-by-real product makes torch cast the real factor
+        # to complex on every call, which costs more than the complex multiply itself
+        cdtype = torch.complex64 if grid.dtype == torch.float32 else torch.complex128
+        shape = torch.broadcast_shapes(*(c.shape for c in coeffs))
+        self.E, self.E2, self.Q, self.f1, self.f2, self.f3 = (c.to(cdtype).expand(shape).contiguous() for c in coeffs)
+        self.f2 = 2 * self.f2
         self.c_grid = system.prepare(grid, {k: v.to(grid.dtype) for k, v in self.c.items()})
 
     def n(self, u_hat: torch.Tensor) -> torch.Tensor:
@@ -502,13 +539,16 @@ class ETDRK4:
         """One step of size ``dt`` of the spectral state ``(batch, fields, *rfft_grid)``."""
         nu = self.n(u_hat)
         e2u = self.E2 * u_hat
-        a = e2u + self.Q * nu
+        a = torch.addcmul(e2u, self.Q, nu)
         na = self.n(a)
-        b = e2u + self.Q * na
+        b = torch.addcmul(e2u, self.Q, na)
         nb = self.n(b)
-        c = self.E2 * a + self.Q * (2 * nb - nu)
+        nab = na + nb
+        c = torch.addcmul(self.E2 * a, self.Q, nb.mul_(2).sub_(nu))  # nb is spent: 2 N(b) - N(u)
         nc = self.n(c)
-        return self.E * u_hat + self.f1 * nu + 2 * self.f2 * (na + nb) + self.f3 * nc
+        out = torch.addcmul(self.E * u_hat, self.f1, nu)
+        out.addcmul_(self.f2, nab)  # self.f2 holds 2 f2
+        return out.addcmul_(self.f3, nc)
 
 
 def _float64_grid(grid: SpectralGrid) -> SpectralGrid:
