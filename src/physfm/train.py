@@ -1,0 +1,278 @@
+"""One training loop for every chapter: progress bar, learning curves, checkpoints that resume exactly.
+
+Configuration is plain data (:class:`TrainConfig`); the model, the loss and the data are passed in::
+
+    curves = train(model, loss_fn, batches, TrainConfig(steps=500, lr=1e-3, eval_every=50),
+                   evaluate=lambda m: {"vrmse": ..., "nmse": tensor_of_3_bands},
+                   checkpoint="runs/tok.pt", state=[stream])
+
+- ``loss_fn(model, batch, rng) -> scalar tensor``; ``rng`` is the loop's own ``torch.Generator``
+  (for random choices inside a step, e.g. a random compression ratio), saved in checkpoints;
+- ``batches`` is any iterator of batches; objects in ``state`` (a data stream, say) that have
+  ``state_dict``/``load_state_dict`` are saved with the checkpoint, so a resumed run draws exactly
+  the batches the uninterrupted run would have drawn;
+- ``evaluate(model)`` is called before the first step, every ``eval_every`` steps and after the
+  last; it returns scalars or 1-D tensors (three entries are taken to be the low/mid/high bands).
+
+The learning curves come back as an :class:`xarray.Dataset` (dims ``step`` for the training
+loss and learning rate, ``eval_step`` and ``band`` for evaluations), ready for
+:func:`physfm.results.save`. A checkpoint is written atomically every ``checkpoint_every`` steps
+and at the end; if one exists when ``train`` starts, the run continues from it, and a resumed
+run gives the same numbers as an uninterrupted one (on the same device). Under ``torchrun``
+only rank 0 writes checkpoints and shows progress; the rest of the loop is the same code.
+
+:func:`cached` keeps trained models (a pre-trained tokeniser shared between chapters) in a cache
+folder, keyed by the hash of their configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from tqdm import tqdm
+
+from physfm.results import atomic_write, repo_root
+from physfm.spectral import BANDS
+
+__all__ = ["TrainConfig", "train", "cached", "cache_dir", "config_digest", "is_main_process"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Plain-data settings of a training run.
+
+    Attributes:
+        steps: optimiser steps in total (a resumed run continues up to this).
+        lr: peak learning rate of AdamW; ``weight_decay`` its decoupled weight decay.
+        warmup: steps of linear warm-up; then cosine decay to ``lr * final_lr_fraction``
+            (``schedule="cosine"``) or constant (``"constant"``).
+        grad_clip: clip the gradient norm to this (``None``: no clipping).
+        eval_every: evaluate every so many steps (0: only before and after).
+        checkpoint_every: write a checkpoint every so many steps (0: only at the end).
+        seed: seed of the loop's generator passed to ``loss_fn``.
+    """
+
+    steps: int
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 0
+    schedule: str = "cosine"
+    final_lr_fraction: float = 0.1
+    grad_clip: float | None = 1.0
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"TrainConfig: steps must be >= 0, got {self.steps}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"TrainConfig: schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.lr <= 0 or self.warmup < 0 or self.eval_every < 0 or self.checkpoint_every < 0:
+            raise ValueError(f"TrainConfig: need lr > 0 and warmup, eval_every, checkpoint_every >= 0, got {self}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate used for the update that follows ``step`` completed steps."""
+        if self.warmup and step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.schedule == "constant" or self.steps <= self.warmup:
+            return self.lr
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        floor = self.final_lr_fraction
+        return self.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def is_main_process() -> bool:
+    """True unless running under torch.distributed as a rank other than 0."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
+def _as_array(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def train(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Any, torch.Generator], torch.Tensor],
+    batches: Iterable,
+    config: TrainConfig,
+    *,
+    evaluate: Callable[[nn.Module], Mapping[str, Any]] | None = None,
+    parameters: Iterable[nn.Parameter] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    state: Sequence[Any] = (),
+    desc: str = "training",
+    progress: bool = True,
+) -> xr.Dataset:
+    """Train ``model`` for ``config.steps`` AdamW steps and return its learning curves.
+
+    Args:
+        parameters: what to optimise (default: every parameter with ``requires_grad``).
+        checkpoint: file to save to and resume from; ``None`` for no checkpoints.
+        state: extra objects with ``state_dict``/``load_state_dict`` to checkpoint (data streams).
+        desc: label of the progress bar.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
+    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError("train: nothing to train: no parameter requires a gradient")
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    rng = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    lrs: list[float] = []
+    evals: list[tuple[int, dict[str, np.ndarray]]] = []
+    step = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+
+    if path is not None and path.exists():
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        rng.set_state(ck["rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        for obj, st in zip(state, ck["state"]):
+            obj.load_state_dict(st)
+        step, losses, lrs, evals = ck["step"], ck["losses"], ck["lrs"], ck["evals"]
+
+    def save_checkpoint():
+        if path is None or not is_main_process():
+            return
+        ck = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng": rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "state": [obj.state_dict() for obj in state],
+            "step": step,
+            "losses": losses,
+            "lrs": lrs,
+            "evals": evals,
+            "config": asdict(config),
+        }
+        atomic_write(path, lambda tmp: torch.save(ck, tmp))
+
+    def run_eval():
+        if evaluate is None or (evals and evals[-1][0] == step):
+            return
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            values = {k: _as_array(v) for k, v in evaluate(model).items()}
+        model.train(was_training)
+        evals.append((step, values))
+
+    it: Iterator = iter(batches)
+    start_time = time.perf_counter()
+    run_eval()
+    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not (progress and is_main_process()),
+               file=sys.stdout, mininterval=5.0, dynamic_ncols=False, ncols=100, leave=True)
+    model.train()
+    while step < config.steps:
+        lr = config.lr_at(step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = loss_fn(model, next(it), rng)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"train: loss became {loss.item()} at step {step}; lower lr (now {lr:g})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        lrs.append(lr)
+        bar.update(1)
+        if step % 10 == 0 or step == config.steps:
+            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3g}", refresh=False)
+        if config.eval_every and step % config.eval_every == 0:
+            run_eval()
+        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            save_checkpoint()
+    run_eval()
+    bar.close()
+    save_checkpoint()
+    return _curves(losses, lrs, evals, desc, time.perf_counter() - start_time)
+
+
+def _curves(losses, lrs, evals, desc, seconds) -> xr.Dataset:
+    data = {
+        "loss": (("step",), np.asarray(losses, dtype=np.float64)),
+        "lr": (("step",), np.asarray(lrs, dtype=np.float64)),
+    }
+    coords: dict[str, Any] = {"step": np.arange(1, len(losses) + 1)}
+    if evals:
+        coords["eval_step"] = np.asarray([s for s, _ in evals])
+        for key in evals[0][1]:
+            stacked = np.stack([v[key] for _, v in evals])
+            if stacked.ndim == 1:
+                data[key] = (("eval_step",), stacked)
+            elif stacked.shape[1] == len(BANDS):
+                data[key] = (("eval_step", "band"), stacked)
+                coords["band"] = list(BANDS)
+            else:
+                data[key] = (("eval_step", f"{key}_index"), stacked)
+    return xr.Dataset(data, coords=coords, attrs={"run": desc, "seconds": float(seconds)})
+
+
+# ---------------------------------------------------------------------------------------------
+# A cache of trained models, keyed by configuration
+# ---------------------------------------------------------------------------------------------
+
+CACHE_VERSION = 1  # bump when a change to the library makes cached models stale
+
+
+def cache_dir() -> Path:
+    """``$PHYSFM_CACHE``, else ``.cache/`` in the repository (ignored by git)."""
+    return Path(os.environ.get("PHYSFM_CACHE") or repo_root() / ".cache")
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """A short stable hash of plain-data configuration."""
+    text = json.dumps({"cache_version": CACHE_VERSION, **config}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached(
+    name: str,
+    config: Mapping[str, Any],
+    make: Callable[[], nn.Module],
+    fit: Callable[[nn.Module], xr.Dataset],
+    *,
+    verbose: bool = True,
+) -> tuple[nn.Module, xr.Dataset]:
+    """A model trained with ``config``: from the cache if it is there, else ``fit`` now and store it.
+
+    ``make()`` builds the untrained model; ``fit(model)`` trains it in place and returns its
+    curves. The cache file is ``<cache_dir>/<name>-<hash of config>.pt``, so any change to the
+    configuration trains a new model, and deleting the folder is always safe.
+    """
+    path = cache_dir() / f"{name}-{config_digest(config)}.pt"
+    model = make()
+    if path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(blob["model"])
+        if verbose:
+            print(f"physfm: loaded {name} from the cache ({path.name})")
+        return model, xr.Dataset.from_dict(blob["curves"])
+    curves = fit(model)
+    blob = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "curves": curves.to_dict(), "config": dict(config)}
+    if is_main_process():
+        atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    return model, curves

@@ -1,0 +1,102 @@
+"""physfm.train: curves, exact resume from a checkpoint, the model cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from physfm import metrics, streams, train
+from physfm.autoencoder import Tokeniser
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    model = Tokeniser(spatial_dims=1, channels=(4, 8), latent=2, blocks=1)
+    stream = streams.CropStream(["diffusion", "burgers"], shape=(16,), frames=5, crop=(5, 8), size=4, chunk=2,
+                                refresh=0.5, refresh_every=3, seed=seed)
+    loader = torch.utils.data.DataLoader(stream, batch_size=4)
+    val = streams.take(streams.CropStream(["diffusion"], shape=(16,), frames=5, crop=(5, 8), size=2, seed=99), 4)
+    return model, stream, loader, val
+
+
+def _loss(model, batch, rng):
+    stride = [1, 2, 4][int(torch.randint(3, (1,), generator=rng))]
+    return (model(batch, stride, 1) - batch).square().mean()
+
+
+def _evaluate(val):
+    def ev(model):
+        pred = model(val)
+        return {"vrmse": metrics.vrmse(pred, val).mean(), "nmse": metrics.spectral_error(pred, val).nmse.mean(dim=(0, 1, 2))}
+    return ev
+
+
+def test_curves_have_the_expected_dimensions_and_no_nan():
+    model, stream, loader, val = _setup()
+    curves = train.train(model, _loss, loader, train.TrainConfig(steps=6, lr=1e-3, eval_every=3, warmup=2),
+                         evaluate=_evaluate(val), progress=False)
+    assert curves.loss.shape == (6,) and curves.lr.shape == (6,)
+    assert list(curves.eval_step.values) == [0, 3, 6]
+    assert curves.nmse.dims == ("eval_step", "band") and list(curves.band.values) == ["low", "mid", "high"]
+    assert not curves.to_array().isnull().any()
+    assert curves.lr.values[0] == pytest.approx(0.5e-3)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = dict(lr=2e-3, eval_every=2, checkpoint_every=4)
+    model, stream, loader, val = _setup()
+    full = train.train(model, _loss, loader, train.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), progress=False)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+
+    ck = tmp_path / "run.pt"
+    model, stream, loader, val = _setup()
+    calls = []
+
+    def interrupted(model, batch, rng):  # the run is killed during its sixth step
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return _loss(model, batch, rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train(model, interrupted, loader, train.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), checkpoint=ck, state=[stream], progress=False)
+    # a new process: fresh objects (another seed, to prove everything comes from the checkpoint)
+    model, stream, loader, val = _setup(seed=5)
+    _, _, _, val = _setup()
+    resumed = train.train(model, _loss, loader, train.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), checkpoint=ck, state=[stream], progress=False)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, reference[k], rtol=0, atol=0)
+    assert resumed.loss.values.tolist() == full.loss.values.tolist()
+    assert resumed.vrmse.values.tolist() == full.vrmse.values.tolist()
+
+
+def test_cache_trains_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHYSFM_CACHE", str(tmp_path))
+    calls = []
+
+    def make():
+        torch.manual_seed(1)
+        return torch.nn.Linear(2, 2)
+
+    def fit(model):
+        calls.append(1)
+        with torch.no_grad():
+            model.weight.fill_(3.0)
+        return train._curves([1.0], [0.1], [], "fit", 0.0)
+
+    a, curves = train.cached("lin", {"width": 2}, make, fit, verbose=False)
+    b, curves_b = train.cached("lin", {"width": 2}, make, fit, verbose=False)
+    assert len(calls) == 1 and torch.equal(b.weight, torch.full((2, 2), 3.0))
+    assert curves_b.loss.values.tolist() == [1.0]
+    train.cached("lin", {"width": 3}, make, fit, verbose=False)
+    assert len(calls) == 2  # another configuration, another model
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="schedule must be 'cosine' or 'constant'"):
+        train.TrainConfig(steps=3, schedule="linear")
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        train.TrainConfig(steps=-1)
+    with pytest.raises(ValueError, match="nothing to train"):
+        m = torch.nn.Linear(2, 2).requires_grad_(False)
+        train.train(m, _loss, iter([]), train.TrainConfig(steps=1))
