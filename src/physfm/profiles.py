@@ -43,6 +43,14 @@ _COMMON: dict[str, Any] = {"seed": 0}
 # every parameter: a test checks that the three profiles of a chapter have the same names and
 # types, so an override that is valid for one profile is valid for all.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "data": {
+        # grid: side of the 2D gallery and throughput grids; frames: frames per trajectory;
+        # volume: side of the 3D grid; batch: trajectories per solver call in the throughput test;
+        # crop: side of the tokeniser crops shown from the stream.
+        "smoke": {"grid": 32, "frames": 5, "volume": 16, "batch": 2, "crop": 16},
+        "cpu": {"grid": 64, "frames": 9, "volume": 32, "batch": 8, "crop": 32},
+        "gpu": {"grid": 256, "frames": 17, "volume": 96, "batch": 64, "crop": 64},
+    },
     "metrics": {
         # n_grid: side of the square test fields; n_samples: random fields averaged per point
         # of the statistics figures; shifts: the shifts (in cells) of the shift experiment.

@@ -7,6 +7,8 @@ figure that shows committed results carries the provenance line of :func:`physfm
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -15,7 +17,7 @@ import torch
 
 from physfm.spectral import BANDS, band_edges, band_index, radial_spectrum
 
-__all__ = ["BAND_COLORS", "show_fields", "band_bars", "band_map", "spectra", "to_numpy"]
+__all__ = ["BAND_COLORS", "show_fields", "band_bars", "band_map", "spectra", "volume", "animate", "explore", "to_numpy"]
 
 BAND_COLORS = {"low": "#1b9e77", "mid": "#d95f02", "high": "#7570b3"}
 
@@ -149,3 +151,89 @@ def spectra(
     if len(fields) > 1:
         ax.legend(fontsize=8)
     return ax
+
+
+def volume(field: torch.Tensor | np.ndarray, *, title: str = "", cmap: str = "magma", size=(520, 420), ax=None):
+    """A 3D scalar field ``(nx, ny, nz)`` rendered as a volume with pyvista, off-screen.
+
+    The rendering is returned inside a matplotlib axis, so it is stored in a notebook (and in the
+    book) as an ordinary PNG. No display is needed: on Linux without ``$DISPLAY`` VTK renders
+    through EGL.
+    """
+    a = to_numpy(field)
+    if a.ndim != 3:
+        raise ValueError(f"volume: field must be 3D (nx, ny, nz), got shape {a.shape}")
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    import pyvista as pv
+
+    pv.OFF_SCREEN = True
+    grid = pv.ImageData(dimensions=np.array(a.shape) + 1)
+    grid.cell_data["u"] = a.flatten(order="F")
+    plotter = pv.Plotter(off_screen=True, window_size=size)
+    plotter.add_volume(grid, scalars="u", cmap=cmap, opacity="sigmoid", show_scalar_bar=False)
+    plotter.add_axes()
+    image = plotter.screenshot(return_img=True)
+    plotter.close()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(size[0] / 110, size[1] / 110), layout="constrained")
+    ax.imshow(image)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def animate(frames: torch.Tensor | np.ndarray, *, titles: Sequence[str] | None = None, interval: int = 250, cmap: str = "RdBu_r"):
+    """A self-contained HTML animation with a time slider, for ``frames`` of shape ``(time, ny, nx)``.
+
+    It plays and scrubs in a static web page (the book) without a running kernel, unlike an
+    ipywidgets slider (see :func:`explore` for that, in a live notebook).
+    """
+    from IPython.display import HTML
+    from matplotlib import animation
+
+    a = to_numpy(frames)
+    if a.ndim != 3:
+        raise ValueError(f"animate: frames must be (time, ny, nx), got shape {a.shape}")
+    lim = np.abs(a).max()
+    fig, ax = plt.subplots(figsize=(3.6, 3.4), layout="constrained")
+    im = ax.imshow(a[0], origin="lower", cmap=cmap, vmin=-lim, vmax=lim)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    title = ax.set_title(titles[0] if titles else "frame 0", fontsize=9)
+
+    def update(i):
+        im.set_data(a[i])
+        title.set_text(titles[i] if titles else f"frame {i}")
+        return im, title
+
+    anim = animation.FuncAnimation(fig, update, frames=len(a), interval=interval, blit=False)
+    html = HTML(anim.to_jshtml(default_mode="loop"))
+    plt.close(fig)
+    return html
+
+
+def explore(trajectories: torch.Tensor, *, names: Sequence[str] | None = None):
+    """An ipywidgets explorer for a live notebook: sliders over sample and time of
+    ``(batch, field, time, ny, nx)``. Needs a running kernel (it redraws in Python)."""
+    import ipywidgets as widgets
+
+    a = to_numpy(trajectories)
+    if a.ndim != 5:
+        raise ValueError(f"explore: trajectories must be (batch, field, time, ny, nx), got shape {a.shape}")
+    names = list(names) if names else [f"field {i}" for i in range(a.shape[1])]
+
+    def show(sample=0, field=0, time=0):
+        fig, ax = plt.subplots(figsize=(4, 3.6), layout="constrained")
+        lim = np.abs(a[sample, field]).max()
+        ax.imshow(a[sample, field, time], origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(f"{names[field]}, sample {sample}, frame {time}")
+        plt.show()
+
+    return widgets.interactive(
+        show,
+        sample=widgets.IntSlider(0, 0, a.shape[0] - 1),
+        field=widgets.IntSlider(0, 0, a.shape[1] - 1),
+        time=widgets.IntSlider(0, 0, a.shape[2] - 1),
+    )
