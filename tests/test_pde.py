@@ -164,3 +164,13 @@ def test_non_finite_trajectories_are_dropped_regenerated_and_counted():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_patterns_that_die_out_are_dropped():
+    """Gray-Scott with a kill rate too high for its feed decays to the uniform state: dropped."""
+    g = torch.Generator().manual_seed(7)
+    dying = pde.GrayScott(ranges={"F": 0.025, "kappa": 0.065})
+    with pytest.raises(RuntimeError, match="after 2 attempts"):
+        pde.generate(dying, batch=2, shape=(32, 32), frames=3, generator=g, max_attempts=2)
+    tr = pde.generate("gray_scott", batch=8, shape=(32, 32), frames=3, generator=g)
+    assert (tr.data[:, 1, -1].std(dim=(-2, -1)) > 0.01).all()

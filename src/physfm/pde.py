@@ -363,12 +363,14 @@ class GrayScott(System):
 
     :math:`\\hat L = \\mathrm{diag}(-D_u|k|^2 - F,\\; -D_v|k|^2 - F - \\kappa)`, the constant feed
     :math:`F` entering the nonlinear term. Cubic, so products are dealiased with the 1/2 rule.
-    Feed ``F`` and kill ``kappa`` are drawn in the spot/stripe/maze region of Pearson (1993);
-    initial state: :math:`u = 1, v = 0` with random patches of activator.
+    Feed ``F`` and kill ``kappa`` are drawn in the stripe/maze/spot region of Pearson (1993) where
+    patterns persist (outside it they die out or fill the box uniformly, and
+    :func:`generate` drops such structureless trajectories); initial state: :math:`u = 1, v = 0`
+    with random smooth patches of activator.
     """
 
     name = "gray_scott"
-    ranges = {"F": (0.025, 0.05), "kappa": (0.055, 0.063), "Du": (2e-5, 2e-5), "Dv": (1e-5, 1e-5)}
+    ranges = {"F": (0.026, 0.05), "kappa": (0.058, 0.062), "Du": (2e-5, 2e-5), "Dv": (1e-5, 1e-5)}
     positive = ("Du", "Dv")
     length = 0.5
     dt = 2.0
@@ -652,8 +654,10 @@ def generate(
     """Generate ``batch`` trajectories of ``frames`` frames with random coefficients and initial states.
 
     A trajectory that turns non-finite (NaN or inf: the step was too large for its
-    coefficients) or blows up (any value beyond 1e6) is dropped and a fresh one is drawn in its place; ``Trajectories.dropped``
-    counts them. Non-finite data is never returned.
+    coefficients), blows up (any value beyond 1e6) or loses all structure (a field whose last
+    frame is constant, its spatial standard deviation below 1e-6 of its magnitude: a pattern that
+    died out) is dropped and a fresh one is drawn in its place; ``Trajectories.dropped`` counts them.
+    Non-finite data is never returned.
 
     Args:
         system: a name from :data:`SYSTEMS` or a :class:`System`.
@@ -692,6 +696,9 @@ def generate(
             u0 = simulate(system, u0, c, dt=dt, steps=warm_steps, save_every=warm_steps, length=length)[:, :, -1]
         traj = simulate(system, u0, c, dt=dt, steps=(frames - 1) * save_every, save_every=save_every, length=length)
         ok = torch.isfinite(traj.flatten(1)).all(dim=1) & (traj.flatten(1).abs().amax(dim=1) < 1e6)
+        last = traj[:, :, -1]  # (batch, fields, *space)
+        space = tuple(range(2, last.ndim))
+        ok &= (last.std(dim=space) > 1e-6 * (1 + last.abs().mean(dim=space))).all(dim=1)
         kept.append(traj[ok])
         coeffs.append({k: v[ok.cpu()] for k, v in c.items()})
         dropped += int((~ok).sum())

@@ -101,13 +101,18 @@ class TrajectoryBuffer:
         self.seconds = 0.0
         self.fill()
 
-    def _make(self, n: int) -> list[tuple[torch.Tensor, int]]:
+    def _make(self, n: int, *, balanced: bool = False) -> list[tuple[torch.Tensor, int]]:
+        """``n`` new normalised trajectories. ``balanced``: equal shares of every system (filling);
+        otherwise whole solver batches of one system at a time, the systems taking turns from one
+        call to the next (refreshing: a batch of one is slow)."""
         out = []
         while len(out) < n:
             k = self.next_system
             self.next_system = (self.next_system + 1) % len(self.systems)
             system = self.systems[k]
-            m = min(self.chunk, math.ceil((n - len(out)) / len(self.systems)))
+            m = min(self.chunk, n - len(out))
+            if balanced:
+                m = min(m, math.ceil(n / len(self.systems)))
             start = time.perf_counter()
             tr = generate(system, batch=m, shape=self.shape, frames=self.frames, generator=self.generator,
                           device=self.device, dtype=self.dtype, **self.options.get(system.name, {}))
@@ -123,7 +128,7 @@ class TrajectoryBuffer:
 
     def fill(self) -> None:
         """Generate the whole buffer (called once at construction)."""
-        made = self._make(self.size)
+        made = self._make(self.size, balanced=True)
         self.data = [d for d, _ in made]
         self.labels = [k for _, k in made]
 

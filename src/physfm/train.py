@@ -47,7 +47,7 @@ from tqdm import tqdm
 from physfm.results import atomic_write, repo_root
 from physfm.spectral import BANDS
 
-__all__ = ["TrainConfig", "train", "cached", "cache_dir", "config_digest", "is_main_process"]
+__all__ = ["TrainConfig", "train", "cached", "cache_dir", "config_digest", "is_main_process", "pretrain_tokeniser", "tokeniser_config", "crops_by_system", "evaluate_tokeniser"]
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def train(
     start_time = time.perf_counter()
     run_eval()
     bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not (progress and is_main_process()),
-               file=sys.stdout, mininterval=5.0, dynamic_ncols=False, ncols=100, leave=True)
+               file=sys.stdout, mininterval=5.0 if sys.stdout.isatty() else 30.0, ncols=100, leave=True)
     model.train()
     while step < config.steps:
         lr = config.lr_at(step)
@@ -235,7 +235,12 @@ def _curves(losses, lrs, evals, desc, seconds) -> xr.Dataset:
 # A cache of trained models, keyed by configuration
 # ---------------------------------------------------------------------------------------------
 
-CACHE_VERSION = 1  # bump when a change to the library makes cached models stale
+def _library_digest() -> str:
+    """Hash of the library's source: a cached model is stale as soon as any of it changes."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def cache_dir() -> Path:
@@ -244,8 +249,8 @@ def cache_dir() -> Path:
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
-    """A short stable hash of plain-data configuration."""
-    text = json.dumps({"cache_version": CACHE_VERSION, **config}, sort_keys=True, default=str)
+    """A short stable hash of plain-data configuration and of the library's source code."""
+    text = json.dumps({"library": _library_digest(), **config}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -260,8 +265,9 @@ def cached(
     """A model trained with ``config``: from the cache if it is there, else ``fit`` now and store it.
 
     ``make()`` builds the untrained model; ``fit(model)`` trains it in place and returns its
-    curves. The cache file is ``<cache_dir>/<name>-<hash of config>.pt``, so any change to the
-    configuration trains a new model, and deleting the folder is always safe.
+    curves. The cache file is ``<cache_dir>/<name>-<hash of config and library source>.pt``, so
+    any change to the configuration or to the library trains a new model, and deleting the
+    folder is always safe.
     """
     path = cache_dir() / f"{name}-{config_digest(config)}.pt"
     model = make()
@@ -276,3 +282,134 @@ def cached(
     if is_main_process():
         atomic_write(path, lambda tmp: torch.save(blob, tmp))
     return model, curves
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokeniser pre-training on the on-the-fly crop stream
+# ---------------------------------------------------------------------------------------------
+
+_TOKENISER_KEYS = (
+    "systems", "grid", "frames", "crop", "crop_t", "buffer", "refresh", "channels", "latent", "blocks",
+    "patch", "time_patch", "strides", "time_strides", "steps", "batch", "lr", "warmup", "eval_every", "val_crops", "seed",
+)
+
+
+def tokeniser_config(cfg: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+    """The plain-data pre-training recipe inside a chapter's parameters (see the ``tokeniser``
+    preset in :mod:`physfm.profiles`), with ``changes`` applied (e.g. another list of systems)."""
+    recipe = {k: cfg[k] for k in _TOKENISER_KEYS}
+    recipe.update(changes)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
+
+
+def pretrain_tokeniser(
+    recipe: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    name: str = "tokeniser",
+    progress: bool = True,
+    use_cache: bool = True,
+):
+    """Pre-train a 2D :class:`~physfm.autoencoder.Tokeniser` as an autoencoder on single-channel
+    crops streamed from ``recipe["systems"]``, with a random compression ratio per step.
+
+    Each step draws a spatial stride from ``strides`` and a time stride from ``time_strides``,
+    so one set of weights learns every ratio. The validation set is a fixed set of
+    ``val_crops`` crops from a separately seeded stream of the same systems; it is evaluated at
+    the largest ratio (VRMSE and the three spectral bands). The result is cached under
+    ``name`` and the hash of ``recipe`` (see :func:`cached`), so chapters that need the same
+    tokeniser train it once.
+
+    Returns:
+        ``(tokeniser, curves)``.
+    """
+    from physfm import metrics, streams
+    from physfm.autoencoder import Tokeniser
+
+    r = dict(recipe)
+    crop = (int(r["crop_t"]), int(r["crop"]), int(r["crop"]))
+    model_args = dict(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
+                      patch=r["patch"], time_patch=r["time_patch"], stride=max(r["strides"]), time_stride=max(r["time_strides"]))
+
+    def make():
+        torch.manual_seed(r["seed"])
+        return Tokeniser(**model_args)
+
+    def fit(model):
+        model.to(device)
+        stream = streams.CropStream(r["systems"], shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
+                                    size=r["buffer"], refresh=r["refresh"], seed=r["seed"], device=device)
+        val = streams.take(streams.CropStream(r["systems"], shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
+                                              size=max(len(r["systems"]), r["val_crops"] // 4), refresh=0.0,
+                                              seed=r["seed"] + 10_000, device=device), r["val_crops"])
+        loader = torch.utils.data.DataLoader(stream, batch_size=r["batch"])
+        strides, time_strides = list(r["strides"]), list(r["time_strides"])
+
+        def loss_fn(m, batch, rng):
+            s = strides[int(torch.randint(len(strides), (1,), generator=rng))]
+            st = time_strides[int(torch.randint(len(time_strides), (1,), generator=rng))]
+            return (m(batch, s, st) - batch).square().mean()
+
+        def evaluate(m):
+            pred = m(val)
+            err = metrics.spectral_error(pred, val)
+            return {"vrmse": metrics.vrmse(pred, val).mean(), "nmse": err.nmse.mean(dim=(0, 1, 2))}
+
+        config = TrainConfig(steps=r["steps"], lr=r["lr"], warmup=r["warmup"], eval_every=r["eval_every"], seed=r["seed"])
+        curves = train(model, loss_fn, loader, config, evaluate=evaluate, state=[stream], desc=name, progress=progress)
+        curves.attrs["trajectories_per_second"] = float(stream.buffer.trajectories_per_second)
+        curves.attrs["generation_seconds"] = float(stream.buffer.seconds)
+        model.cpu()
+        return curves
+
+    if not use_cache:
+        model = make()
+        return model, fit(model)
+    return cached(name, r, make, fit)
+
+
+def crops_by_system(recipe: Mapping[str, Any], n: int, *, systems: Sequence[str] | None = None, seed: int = 20_000,
+                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """``n`` held-out crops ``(n, 1, crop_t, crop, crop)`` of each system, from streams seeded apart
+    from any training stream (the same recipe's grid, frames and crop size)."""
+    from physfm import streams
+
+    out = {}
+    for i, name in enumerate(systems or recipe["systems"]):
+        stream = streams.CropStream([name], shape=(recipe["grid"],) * 2, frames=recipe["frames"],
+                                    crop=(recipe["crop_t"], recipe["crop"], recipe["crop"]),
+                                    size=max(2, n // 4), refresh=0.0, seed=seed + i, device=device)
+        out[name] = streams.take(stream, n)
+    return out
+
+
+def evaluate_tokeniser(tokeniser: nn.Module, crops: Mapping[str, torch.Tensor],
+                       ratios: Sequence[tuple[int, int]]) -> xr.Dataset:
+    """Reconstruction VRMSE and per-band NMSE of ``tokeniser`` on each system's crops at each
+    ``(stride, time_stride)``: a Dataset with dims ``system``, ``ratio`` (and ``band``), plus the
+    compression ratio of each and the VRMSE per frame of the crop (``frame``)."""
+    from physfm import metrics
+
+    names = list(crops)
+    v = np.zeros((len(names), len(ratios)))
+    b = np.zeros((len(names), len(ratios), len(BANDS)))
+    frames = next(iter(crops.values())).shape[2]
+    per_frame = np.zeros((len(names), len(ratios), frames))
+    tokeniser.eval()
+    with torch.no_grad():
+        for i, name in enumerate(names):
+            x = crops[name]
+            for j, (s, st) in enumerate(ratios):
+                pred = tokeniser(x, s, st)
+                err = metrics.vrmse(pred, x)  # (n, 1, frames)
+                v[i, j] = err.mean().item()
+                per_frame[i, j] = err.mean(dim=(0, 1)).cpu().numpy()
+                b[i, j] = metrics.spectral_error(pred, x).nmse.mean(dim=(0, 1, 2)).cpu().numpy()
+    labels = [f"{s}x{st}" for s, st in ratios]
+    return xr.Dataset(
+        {"vrmse": (("system", "ratio"), v), "nmse": (("system", "ratio", "band"), b),
+         "vrmse_per_frame": (("system", "ratio", "frame"), per_frame)},
+        coords={"system": names, "ratio": labels, "band": list(BANDS), "frame": np.arange(frames),
+                "stride": ("ratio", [s for s, _ in ratios]), "time_stride": ("ratio", [st for _, st in ratios]),
+                "compression": ("ratio", [tokeniser.config.ratio(s, st) for s, st in ratios])},
+    )
