@@ -309,6 +309,8 @@ def pretrain_tokeniser(
     name: str = "tokeniser",
     progress: bool = True,
     use_cache: bool = True,
+    system_options: Mapping[str, Mapping] | None = None,
+    system_ranges: Mapping[str, Mapping] | None = None,
 ):
     """Pre-train a 2D :class:`~physfm.autoencoder.Tokeniser` as an autoencoder on single-channel
     crops streamed from ``recipe["systems"]``, with a random compression ratio per step.
@@ -318,15 +320,24 @@ def pretrain_tokeniser(
     ``val_crops`` crops from a separately seeded stream of the same systems; it is evaluated at
     the largest ratio (VRMSE and the three spectral bands). The result is cached under
     ``name`` and the hash of ``recipe`` (see :func:`cached`), so chapters that need the same
-    tokeniser train it once.
+    tokeniser train it once. ``system_options`` (name -> :func:`physfm.pde.generate` keywords)
+    and ``system_ranges`` (name -> coefficient ranges) adjust individual systems.
 
     Returns:
         ``(tokeniser, curves)``.
     """
-    from physfm import metrics, streams
+    from physfm import metrics, pde, streams
     from physfm.autoencoder import Tokeniser
 
     r = dict(recipe)
+    options = {k: dict(v) for k, v in (system_options or {}).items() if k in r["systems"]}
+    ranges = {k: {c: list(v) if isinstance(v, tuple) else v for c, v in rg.items()} for k, rg in (system_ranges or {}).items() if k in r["systems"]}
+    if options:
+        r["system_options"] = options
+    if ranges:
+        r["system_ranges"] = ranges
+    systems = [pde.SYSTEMS[n](ranges={c: tuple(v) if isinstance(v, list) else v for c, v in ranges[n].items()}) if n in ranges else n
+               for n in r["systems"]]
     crop = (int(r["crop_t"]), int(r["crop"]), int(r["crop"]))
     model_args = dict(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
                       patch=r["patch"], time_patch=r["time_patch"], stride=max(r["strides"]), time_stride=max(r["time_strides"]))
@@ -337,11 +348,11 @@ def pretrain_tokeniser(
 
     def fit(model):
         model.to(device)
-        stream = streams.CropStream(r["systems"], shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
-                                    size=r["buffer"], refresh=r["refresh"], seed=r["seed"], device=device)
-        val = streams.take(streams.CropStream(r["systems"], shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
+        stream = streams.CropStream(systems, shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
+                                    size=r["buffer"], refresh=r["refresh"], seed=r["seed"], device=device, system_options=options)
+        val = streams.take(streams.CropStream(systems, shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
                                               size=max(len(r["systems"]), r["val_crops"] // 4), refresh=0.0,
-                                              seed=r["seed"] + 10_000, device=device), r["val_crops"])
+                                              seed=r["seed"] + 10_000, device=device, system_options=options), r["val_crops"])
         loader = torch.utils.data.DataLoader(stream, batch_size=r["batch"])
         strides, time_strides = list(r["strides"]), list(r["time_strides"])
 

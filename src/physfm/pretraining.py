@@ -1,0 +1,228 @@
+"""Does pre-training the tokeniser pay off? The ablation of Sotoudeh et al. (2026), as functions.
+
+A dynamics model (:class:`~physfm.dynamics.NextFrameModel`: tokeniser encoder -> latent
+processor -> tokeniser decoder) is trained for next-frame prediction on one *target* system,
+generated on the fly, in these configurations:
+
+==========================  =================================================================
+``scratch``                 tokeniser randomly initialised, trained jointly with the processor
+``in_domain_finetuned``     tokeniser pre-trained as an autoencoder on the target, then trained
+``in_domain_frozen``        the same tokeniser, kept fixed: only the processor trains
+``cross_domain_finetuned``  tokeniser pre-trained on the *other* systems only, then trained
+``cross_domain_frozen``     the same, kept fixed
+``scratch_equal_compute``   scratch, given the pre-training steps too (total steps equal)
+==========================  =================================================================
+
+Every configuration is trained for the same number of dynamics steps (the last one for
+``dyn_steps + pre_steps``) with the same optimiser, schedule and data stream, for several seeds.
+The seed sets the processor's (and the scratch tokeniser's) initialisation and the data order;
+the pre-trained tokenisers are trained once per domain and shared by every seed, so the seed
+spread measures the dynamics training, not the pre-training.
+
+Logged, as in the paper: validation next-frame VRMSE and the low/mid/high spectral NMSE every
+``eval_every`` steps (learning curves), and after training the VRMSE of autoregressive rollouts
+per lead time. :func:`run` returns all of it as one :class:`xarray.Dataset`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from physfm import metrics, pde, streams
+from physfm.dynamics import NextFrameModel
+from physfm.spectral import BANDS
+from physfm.train import TrainConfig, pretrain_tokeniser, train
+
+__all__ = ["CONFIGS", "PAPER_VRMSE", "tokeniser_recipe", "run", "reductions"]
+
+CONFIGS = (
+    "scratch",
+    "in_domain_finetuned",
+    "in_domain_frozen",
+    "cross_domain_finetuned",
+    "cross_domain_frozen",
+    "scratch_equal_compute",
+)
+
+# Final validation VRMSE after 10,500 steps on The Well's Euler multi-quadrants, as transcribed
+# from Sotoudeh et al. (2026) (third-party transcription; the cross-domain value is the paper's
+# single "out-of-domain" configuration).
+PAPER_VRMSE = {
+    "scratch": 0.439,
+    "in_domain_finetuned": 0.158,
+    "in_domain_frozen": 0.162,
+    "cross_domain_finetuned": 0.355,
+}
+
+
+def tokeniser_recipe(cfg: Mapping[str, Any], systems: Sequence[str]) -> dict[str, Any]:
+    """The pre-training recipe (:func:`physfm.train.pretrain_tokeniser`) of the ablation's
+    tokeniser on ``systems``: full fields of the target's grid, crops of one window's length."""
+    return {
+        "systems": list(systems), "grid": cfg["grid"], "frames": cfg["frames"], "crop": cfg["grid"], "crop_t": cfg["window"],
+        "buffer": cfg["buffer"], "refresh": cfg["refresh"], "channels": list(cfg["channels"]), "latent": cfg["latent"],
+        "blocks": cfg["blocks"], "patch": cfg["stride"], "time_patch": 1, "strides": [cfg["stride"]], "time_strides": [1],
+        "steps": cfg["pre_steps"], "batch": cfg["pre_batch"], "lr": cfg["lr"], "warmup": cfg["warmup"],
+        "eval_every": cfg["eval_every"], "val_crops": cfg["val_windows"], "seed": cfg["pretrain_seed"],
+    }
+
+
+def _options(cfg) -> dict:
+    """generate() overrides for the target system (its frame interval and coefficient ranges)."""
+    return {"interval": cfg["interval"]}
+
+
+def _target(cfg) -> pde.System:
+    system = pde.get_system(cfg["target"])
+    if cfg.get("target_nu"):
+        system = type(system)(ranges={"nu": tuple(cfg["target_nu"])})
+    return system
+
+
+def _windows(cfg, window: int, n: int, seed: int, device) -> torch.Tensor:
+    stream = streams.WindowStream(_target(cfg), shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=window,
+                                  size=max(2, n // 4), refresh=0.0, seed=seed, device=device, system_options=_options(cfg))
+    return streams.take(stream, n)
+
+
+def _data(cfg, seed: int, steps: int, device):
+    """The batches of one seed's dynamics training: every configuration with this seed draws the
+    same sequence, so it is generated once and replayed (a "tape") when it fits in memory
+    (``tape_megabytes``); otherwise each run streams its own copy of it."""
+    stream = streams.WindowStream(_target(cfg), shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
+                                  size=cfg["buffer"], refresh=cfg["refresh"], refresh_every=4 * cfg["buffer"],
+                                  seed=1000 * seed + 7, device=device, system_options=_options(cfg))
+    nbytes = steps * cfg["batch"] * cfg["window"] * cfg["grid"] ** 2 * 4
+    if nbytes > cfg["tape_megabytes"] * 1e6:
+        return lambda: torch.utils.data.DataLoader(copy.deepcopy(stream), batch_size=cfg["batch"])
+    it = iter(torch.utils.data.DataLoader(stream, batch_size=cfg["batch"]))
+    tape = [next(it) for _ in range(steps)]
+    return lambda: iter(tape)
+
+
+def _train_one(config: str, seed: int, cfg, tokenisers, val, batches, device, progress: bool):
+    """Train one configuration with one seed; returns (curves, trained model)."""
+    torch.manual_seed(seed)
+    if config.startswith("in_domain"):
+        tok = copy.deepcopy(tokenisers["in_domain"])
+    elif config.startswith("cross_domain"):
+        tok = copy.deepcopy(tokenisers["cross_domain"])
+    else:
+        tok = type(tokenisers["untrained"])(tokenisers["untrained"].config)  # a fresh one per seed
+    fields = val.shape[1]
+    model = NextFrameModel(tok, fields, stride=cfg["stride"], width=cfg["width"], blocks=cfg["processor_blocks"]).to(device)
+    if config.endswith("frozen"):
+        model.freeze_tokeniser()
+    steps = cfg["dyn_steps"] + (cfg["pre_steps"] if config == "scratch_equal_compute" else 0)
+
+    def evaluate(m):
+        pred = m(val[:, :, :-1])
+        target = val[:, :, 1:]
+        err = metrics.spectral_error(pred, target)
+        return {"vrmse": metrics.vrmse(pred, target).mean(), "nmse": err.nmse.mean(dim=(0, 1, 2))}
+
+    tc = TrainConfig(steps=steps, lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=seed)
+    curves = train(model, lambda m, b, rng: m.loss(b), batches, tc, evaluate=evaluate,
+                   desc=f"{config} seed {seed}", progress=progress)
+    return curves, model
+
+
+def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
+        configs: Sequence[str] = CONFIGS) -> xr.Dataset:
+    """Run the whole ablation described by ``cfg`` (the ``pretraining`` preset of
+    :mod:`physfm.profiles`) and return its learning curves and rollout errors.
+
+    Dimensions of the result: ``config``, ``seed``, ``eval_step`` (validation curves; NaN past
+    the end of shorter runs), ``band``, ``step`` (training loss), ``lead`` (rollout), and
+    ``pre_eval_step``/``domain`` for the two pre-training runs.
+    """
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"run: unknown configurations {unknown}; choose from {CONFIGS}")
+    from physfm.autoencoder import Tokeniser
+
+    start = time.perf_counter()
+    others = [s for s in cfg["systems"] if s != cfg["target"]]
+    if not others:
+        raise ValueError(f"run: systems {cfg['systems']} must include systems other than the target {cfg['target']!r}")
+    recipes = {"in_domain": tokeniser_recipe(cfg, [cfg["target"]]), "cross_domain": tokeniser_recipe(cfg, others)}
+    # the target's own options (frame interval, viscosity range) apply to its pre-training data too
+    tokenisers, pre_curves = {}, {}
+    for domain, recipe in recipes.items():
+        tok, curves = pretrain_tokeniser(recipe, device=device, name=f"ablation-{domain}", progress=progress,
+                                         system_options={cfg["target"]: _options(cfg)}, system_ranges=_target_ranges(cfg))
+        tokenisers[domain] = tok
+        pre_curves[domain] = curves
+    r = recipes["in_domain"]
+    tokenisers["untrained"] = Tokeniser(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
+                                        patch=r["patch"], time_patch=1, stride=r["patch"], time_stride=1)
+    pre_seconds = time.perf_counter() - start
+
+    val = _windows(cfg, cfg["window"], cfg["val_windows"], seed=50_000, device=device)
+    roll = _windows(cfg, cfg["context"] + cfg["rollout_steps"], cfg["val_rollouts"], seed=60_000, device=device)
+    seeds = list(cfg["seeds"])
+    results: dict[tuple[str, int], xr.Dataset] = {}
+    rollout = np.full((len(configs), len(seeds), cfg["rollout_steps"]), np.nan)
+    longest = cfg["dyn_steps"] + (cfg["pre_steps"] if "scratch_equal_compute" in configs else 0)
+    for j, seed in enumerate(seeds):
+        batches = _data(cfg, seed, longest, device)
+        for i, config in enumerate(configs):
+            curves, model = _train_one(config, seed, cfg, tokenisers, val, batches(), device, progress)
+            results[config, seed] = curves
+            model.eval()
+            pred = model.rollout(roll[:, :, : cfg["context"]], cfg["rollout_steps"])
+            rollout[i, j] = metrics.vrmse(pred, roll[:, :, cfg["context"] :]).mean(dim=(0, 1)).cpu().numpy()
+
+    eval_steps = sorted({int(s) for c in results.values() for s in c.eval_step.values})
+    steps = np.arange(1, max(c.sizes["step"] for c in results.values()) + 1)
+    vr = np.full((len(configs), len(seeds), len(eval_steps)), np.nan)
+    nm = np.full((len(configs), len(seeds), len(eval_steps), len(BANDS)), np.nan)
+    loss = np.full((len(configs), len(seeds), len(steps)), np.nan)
+    for i, config in enumerate(configs):
+        for j, seed in enumerate(seeds):
+            c = results[config, seed]
+            idx = [eval_steps.index(int(s)) for s in c.eval_step.values]
+            vr[i, j, idx] = c.vrmse.values
+            nm[i, j, idx] = c.nmse.values
+            loss[i, j, : c.sizes["step"]] = c.loss.values
+    pre_steps = pre_curves["in_domain"].eval_step.values
+    ds = xr.Dataset(
+        {
+            "vrmse": (("config", "seed", "eval_step"), vr),
+            "nmse": (("config", "seed", "eval_step", "band"), nm),
+            "loss": (("config", "seed", "step"), loss),
+            "rollout_vrmse": (("config", "seed", "lead"), rollout),
+            "pre_vrmse": (("domain", "pre_eval_step"), np.stack([pre_curves[d].vrmse.values for d in recipes])),
+            "pre_nmse": (("domain", "pre_eval_step", "band"), np.stack([pre_curves[d].nmse.values for d in recipes])),
+        },
+        coords={
+            "config": list(configs), "seed": seeds, "eval_step": eval_steps, "band": list(BANDS), "step": steps,
+            "lead": np.arange(1, cfg["rollout_steps"] + 1), "domain": list(recipes), "pre_eval_step": pre_steps,
+        },
+        attrs={"target": cfg["target"], "cross_domain_systems": ", ".join(others), "pretraining_seconds": pre_seconds,
+               "seconds": time.perf_counter() - start},
+    )
+    return ds
+
+
+def _target_ranges(cfg) -> dict:
+    return {cfg["target"]: {"nu": tuple(cfg["target_nu"])}} if cfg.get("target_nu") else {}
+
+
+def reductions(ds: xr.Dataset, *, at: int | None = None) -> xr.Dataset:
+    """Final validation VRMSE per configuration (mean and standard deviation over seeds) and its
+    reduction against ``scratch`` in percent, at eval step ``at`` (default: the last step of the
+    equal-step configurations)."""
+    at = at if at is not None else int(ds.eval_step.where(~np.isnan(ds.vrmse.sel(config="scratch")).any("seed"), drop=True).max())
+    v = ds.vrmse.sel(eval_step=at)
+    mean, std = v.mean("seed"), v.std("seed", ddof=1) if v.sizes["seed"] > 1 else v.std("seed")
+    base = float(mean.sel(config="scratch"))
+    return xr.Dataset({"vrmse_mean": mean, "vrmse_std": std, "reduction_percent": 100 * (1 - mean / base)},
+                      attrs={"eval_step": at})
