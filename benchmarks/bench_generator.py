@@ -19,6 +19,14 @@ never data-bound). Timings are interleaved and the median of several repeats is 
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: threads that wait at the end of a parallel region sleep instead of
+# spinning. On a 2-core machine shared with other work, spinning threads take the time slices of
+# the threads they wait for, and torch (OpenMP) runs these small FFT problems 20-60x slower
+# (measured here under a load of 4: 1 vs 52 trajectories/s), while jax (its own thread pool) does not.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import math
 import statistics
@@ -166,7 +174,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     shapes = (64,) if args.quick else (64, 128)
     repeats = 2 if args.quick else 5
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH}, {STEPS} ETDRK4 steps per trajectory, float32")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; batch {BATCH}, {STEPS} ETDRK4 steps per trajectory, float32")
     rows = bench_solvers(shapes, repeats)
     print(f"\n{'case':<16}{'physfm':>10}{'torchfsm':>10}{'exponax':>10}{'vs torchfsm':>13}{'vs exponax':>12}   targets >= 1.0x, >= 0.67x")
     print(f"{'':<16}{'traj/s':>10}{'traj/s':>10}{'traj/s':>10}")
