@@ -74,6 +74,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "eval_every": 500, "val_crops": 512, "eval_crops": 128, "volume": 48, "steps_3d": 5000,
         },
     },
+    "compression": {
+        # eval_crops: held-out crops per system; fixed_steps: steps of the fixed-ratio tokeniser.
+        # The flexible tokeniser itself is the "tokeniser" chapter's, at the same profile.
+        "smoke": {"eval_crops": 4, "fixed_steps": 4},
+        "cpu": {"eval_crops": 24, "fixed_steps": 300},
+        "gpu": {"eval_crops": 128, "fixed_steps": 5000},
+    },
     "metrics": {
         # n_grid: side of the square test fields; n_samples: random fields averaged per point
         # of the statistics figures; shifts: the shifts (in cells) of the shift experiment.
