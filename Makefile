@@ -16,6 +16,10 @@ export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 # pyvista renders off-screen through EGL; no display needed
 export VTK_DEFAULT_OPENGL_WINDOW := vtkEGLRenderWindow
+# OpenMP threads sleep while they wait instead of spinning: on a small machine shared with other
+# work, spinning threads steal the time slices of the threads they wait for and torch's small
+# parallel regions (the generator's FFTs) run 20-60x slower (see benchmarks/bench_generator.py)
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: book test unit notebooks book-check bench env test-env clean
 

@@ -174,3 +174,25 @@ def test_patterns_that_die_out_are_dropped():
         pde.generate(dying, batch=2, shape=(32, 32), frames=3, generator=g, max_attempts=2)
     tr = pde.generate("gray_scott", batch=8, shape=(32, 32), frames=3, generator=g)
     assert (tr.data[:, 1, -1].std(dim=(-2, -1)) > 0.01).all()
+
+
+def test_a_new_system_is_one_small_class_kdv_soliton():
+    """Korteweg-de Vries, u_t + 6 u u_x + u_xxx = 0, added as a subclass (the chapter's exercise):
+    L = i k^3 (purely imaginary, dispersive), N = -3 d_x(u^2). A soliton
+    (c/2) sech^2(sqrt(c)/2 (x - c t)) moves unchanged at speed c."""
+
+    class KdV(pde.System):
+        name, dims, ranges = "kdv", (1,), {}
+
+        def linear(self, grid, c):
+            return 1j * grid.ks[0] ** 3
+
+        def nonlinear(self, u_hat, grid, c):
+            u = grid.to_physical(u_hat)
+            return -3 * grid.iks[0] * grid.to_spectral(u * u, dealiased=True)
+
+    n, length, speed, t = 256, 50.0, 1.44, 2.0
+    x = torch.arange(n, dtype=F64) * length / n
+    soliton = lambda x0: 0.5 * speed / torch.cosh(0.5 * math.sqrt(speed) * (x - x0)) ** 2
+    out = pde.simulate(KdV(), soliton(20.0)[None, None], {}, dt=2e-3, steps=1000, save_every=1000, length=length)
+    torch.testing.assert_close(out[0, 0, -1], soliton(20.0 + speed * t), rtol=0, atol=1e-8)
