@@ -108,3 +108,18 @@ def test_other_dimensions(d):
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_time_stride_one_folds_the_time_kernel_into_the_spatial_one():
+    """The folded single convolution equals spatial convolution followed by the one-tap time mixing."""
+    down = FlexPatch(2, 3, patch=2, time_patch=4, spatial_dims=2)
+    up = FlexUnpatch(3, 2, patch=2, time_patch=4, spatial_dims=2)
+    x = torch.randn(2, 2, 3, 8, 8)
+    mix_down, mix_up = down.time_kernel(1)[:, :, 0], up.time_kernel(1)[:, :, 0]
+    y = torch.stack([F.conv2d(x[:, :, t], down.space_kernel(2), stride=2) for t in range(3)], 2)
+    expected = torch.einsum("oc,nct...->not...", mix_down, y) + down.bias.reshape(1, -1, 1, 1, 1)
+    torch.testing.assert_close(down(x, 2, 1), expected, rtol=1e-5, atol=1e-5)
+    z = torch.randn(2, 3, 3, 4, 4)
+    u = torch.stack([F.conv_transpose2d(z[:, :, t], up.space_kernel(2), stride=2) for t in range(3)], 2)
+    expected = torch.einsum("co,nct...->not...", mix_up, u) + up.bias.reshape(1, -1, 1, 1, 1)
+    torch.testing.assert_close(up(z, 2, 1), expected, rtol=1e-5, atol=1e-5)

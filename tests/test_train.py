@@ -100,3 +100,55 @@ def test_bad_config_is_named():
     with pytest.raises(ValueError, match="nothing to train"):
         m = torch.nn.Linear(2, 2).requires_grad_(False)
         train.train(m, _loss, iter([]), train.TrainConfig(steps=1))
+
+
+class _Counter:
+    """A stateful batch source: resuming must continue its count, not restart it."""
+
+    def __init__(self):
+        self.i = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.i += 1
+        g = torch.Generator().manual_seed(self.i)
+        return torch.randn(2, 1, 5, 8, generator=g)
+
+    def state_dict(self):
+        return {"i": self.i}
+
+    def load_state_dict(self, state):
+        self.i = state["i"]
+
+
+def test_a_stateful_batch_source_is_checkpointed_and_settings_are_checked(tmp_path):
+    def setup():
+        torch.manual_seed(0)
+        return Tokeniser(spatial_dims=1, channels=(4, 8), latent=2, blocks=1), _Counter()
+
+    model, source = setup()
+    full = train.train(model, _loss, source, train.TrainConfig(steps=4, schedule="constant"), progress=False)
+    ck = tmp_path / "run.pt"
+    model, source = setup()
+    train.train(model, _loss, source, train.TrainConfig(steps=2, schedule="constant", checkpoint_every=2), checkpoint=ck, progress=False)
+    model, source = setup()  # the source restarts at 0 ...
+    resumed = train.train(model, _loss, source, train.TrainConfig(steps=4, schedule="constant"), checkpoint=ck, progress=False)
+    assert source.i == 4  # ... and was put back to where the checkpoint left it
+    assert resumed.loss.values.tolist() == full.loss.values.tolist()
+    with pytest.raises(ValueError, match=r"other settings .*'lr': \(0.001, 0.01\)"):
+        train.train(model, _loss, source, train.TrainConfig(steps=6, lr=1e-2, schedule="constant"), checkpoint=ck, progress=False)
+
+
+def test_curves_are_saved_with_provenance(tmp_path):
+    from physfm import results
+
+    model, stream, loader, val = _setup()
+    out = tmp_path / "curves.nc"
+    curves = train.train(model, _loss, loader, train.TrainConfig(steps=2, eval_every=1), evaluate=_evaluate(val),
+                         progress=False, results=out, params={"what": "test"})
+    saved = results.load(out)
+    assert saved.loss.values.tolist() == curves.loss.values.tolist()
+    assert results.parameters(saved) == {"what": "test"}
+    assert saved.nmse.dims == ("eval_step", "band")

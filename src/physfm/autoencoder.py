@@ -26,6 +26,14 @@ sequence). Every layer is causal in time, so latent frame ``tau`` depends only o
 Features for skip connections: ``encode(x, return_features=True)`` also returns the encoder's
 activations at full and at latent resolution; ``decode(z, skips=...)`` adds tensors of the same
 shapes to the decoder's activations at the mirrored places (dynamics fine-tuning uses this).
+A dynamics model is built as ``decode(processor(encode(x)))``; :meth:`Tokeniser.encoder_parameters`
+and :meth:`Tokeniser.decoder_parameters` name the two halves, to freeze or fine-tune them apart.
+
+Long sequences: :meth:`Tokeniser.encode_chunks` and :meth:`Tokeniser.decode_chunks` process a few
+latent frames at a time, each piece with just enough past context (every temporal layer is a
+causal convolution of finite width) to equal the full pass up to rounding. Independent pieces
+*without* that context do not equal it, and a layer with unbounded memory in time would make
+chunking impossible.
 """
 
 from __future__ import annotations
@@ -211,13 +219,17 @@ class Tokeniser(nn.Module):
         return self.decode(self.encode(x, stride, time_stride), stride, time_stride, frames=x.shape[2])
 
     def encode_chunks(self, x: torch.Tensor, chunk: int, stride: int | None = None, time_stride: int | None = None) -> torch.Tensor:
-        """Encode a long sequence ``chunk`` latent frames at a time; equals :meth:`encode` exactly.
+        """Encode a long sequence ``chunk`` latent frames at a time; equals :meth:`encode`.
 
         Cutting the sequence into independent pieces would *not* give the full pass's latents:
         every causal temporal convolution looks back over a few frames, and at the start of a piece
         it would see zero padding instead of the frames before it. Each piece is therefore
-        encoded with :meth:`receptive_frames` frames of past context in front of it, whose
-        latents are discarded. Memory then grows with ``chunk``, not with the sequence length.
+        encoded with :meth:`context_latents` latent frames of past context in front of it, whose
+        latents are discarded; the result equals the full pass up to floating-point rounding
+        (a convolution over a shorter sequence may sum in another order). Memory then grows with
+        ``chunk``, not with the sequence length. This works because nothing in the tokeniser mixes
+        frames other than causal convolutions of finite width; a layer with unbounded memory (a
+        norm over time, attention over all frames, a recurrent state) would break it.
         """
         s, st = self._strides(stride, time_stride)
         frames = x.shape[2]
@@ -225,13 +237,45 @@ class Tokeniser(nn.Module):
         if chunk < 1:
             raise ValueError(f"Tokeniser.encode_chunks: chunk must be >= 1 latent frame, got {chunk}")
         n_latent = 1 + (frames - 1) // st
-        context = -(-self.receptive_frames(st) // st)  # in latent frames
+        context = self.context_latents(st)
         pieces = []
         for start in range(0, n_latent, chunk):
             end = min(start + chunk, n_latent)
             first = max(0, start - context)
             z = self.encode(x[:, :, first * st : (end - 1) * st + 1], s, st)
             pieces.append(z[:, :, start - first :])
+        return torch.cat(pieces, dim=2)
+
+    def decode_chunks(
+        self,
+        z: torch.Tensor,
+        chunk: int,
+        stride: int | None = None,
+        time_stride: int | None = None,
+        *,
+        frames: int | None = None,
+    ) -> torch.Tensor:
+        """Decode a long latent sequence ``chunk`` latent frames at a time; equals :meth:`decode`.
+
+        The decoder's residual blocks look back ``2 * blocks`` latent frames, so each piece is
+        decoded with that many latent frames of context in front of it, whose frames are dropped.
+        Skip connections are not supported here (decode with :meth:`decode` to use them).
+        """
+        s, st = self._strides(stride, time_stride)
+        if chunk < 1:
+            raise ValueError(f"Tokeniser.decode_chunks: chunk must be >= 1 latent frame, got {chunk}")
+        tau = z.shape[2]
+        frames = frames if frames is not None else 1 + (tau - 1) * st
+        if not (tau - 1) * st + 1 <= frames <= tau * st:
+            raise ValueError(f"Tokeniser.decode_chunks: {tau} latent frames at time stride {st} cannot give {frames} frames")
+        context = 2 * self.config.blocks
+        pieces = []
+        for start in range(0, tau, chunk):
+            end = min(start + chunk, tau)
+            first = max(0, start - context)
+            want = min(end * st, frames) - first * st  # frames of this piece, context included
+            y = self.decode(z[:, :, first:end], s, st, frames=want)
+            pieces.append(y[:, :, (start - first) * st :])
         return torch.cat(pieces, dim=2)
 
     def latent_shape(self, frames: int, space: Sequence[int], stride: int | None = None, time_stride: int | None = None):
@@ -241,10 +285,31 @@ class Tokeniser(nn.Module):
         return (self.config.latent, 1 + (frames - 1) // st, *[n // s for n in space])
 
     def receptive_frames(self, time_stride: int | None = None) -> int:
-        """How many past frames an output frame can depend on (for chunked encoding)."""
+        """How many frames before ``tau * s_t`` the latent frame ``tau`` depends on.
+
+        The patch layer sees the ``s_t`` frames ``(tau-1) s_t + 1 ... tau s_t``, and each residual
+        block's causal temporal convolution (width 3) two more latent frames back, so latent
+        ``tau`` depends on frames ``tau s_t - R ... tau s_t`` with ``R = (2 blocks + 1) s_t - 1``.
+        """
         _, st = self._strides(None, time_stride)
-        per_block = 2  # causal temporal kernel 3
-        return st * (1 + per_block * self.config.blocks) + st
+        return (2 * self.config.blocks + 1) * st - 1
+
+    def context_latents(self, time_stride: int | None = None) -> int:
+        """Latent frames of past context a chunk of :meth:`encode_chunks` needs to be exact:
+        ``ceil(R / s_t)`` with ``R`` from :meth:`receptive_frames` (the first latent of a piece
+        sees a zero-padded group unless ``s_t = 1``, and each block spreads that two frames on)."""
+        _, st = self._strides(None, time_stride)
+        return -(-self.receptive_frames(st) // st)
+
+    def encoder_parameters(self):
+        """Parameters of the encoder half (stem, patch layer, blocks, output projection)."""
+        for module in (self.stem, self.down, self.enc_blocks, self.enc_out):
+            yield from module.parameters()
+
+    def decoder_parameters(self):
+        """Parameters of the decoder half (input projection, blocks, un-patch layer, output)."""
+        for module in (self.dec_in, self.dec_blocks, self.up, self.dec_out):
+            yield from module.parameters()
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -3,8 +3,9 @@
 Tensors are ``(batch, channels, time, *space)`` with 1, 2 or 3 spatial axes. Every convolution
 here is *factorised*: a spatial convolution applied to each frame (time folded into the batch,
 ``conv1d/2d/3d`` with circular padding for periodic fields) and a temporal convolution applied
-to each point (space folded into the batch, ``conv1d``). One implementation then serves 1D, 2D
-and 3D space, where a joint 4D convolution does not even exist in torch.
+to each point (space flattened to one axis, a ``conv2d`` with a ``(k, 1)`` kernel on the view
+``(n, c, time, prod(space))``, which needs no copy). One implementation then serves 1D, 2D and
+3D space, where a joint 4D convolution does not even exist in torch.
 
 **Causality.** A temporal convolution pads only the past: output frame ``t`` sees input frames
 ``<= t``. Compression in time keeps that property strictly (Sotoudeh et al. 2026 build their
@@ -27,6 +28,21 @@ which makes a stride-``s`` patch give exactly the token the base kernel gives to
 upsampled ``P/s`` times by repetition, and :class:`FlexUnpatch` uses the block *mean*, which makes
 its ``s``-patch the ``P``-patch it would have produced, averaged down. So one set of weights serves
 every stride, and a model trained at one ratio is already sensible at the others.
+
+*Why this choice.* Mukhopadhyay et al. offer two modulators. Their stride modulator (CSM) keeps
+one kernel of size ``P`` and changes only the stride, so patches overlap at ``s < P``: the latent
+grid is right, but the transposed convolution of the decoder then sums overlapping
+contributions (checkerboard artefacts), and in time a latent would look ``P`` frames back
+whatever ``s_t`` is. Their kernel modulator (CKM) resizes the kernel to the stride with
+FlexiViT's pseudo-inverse resize (Beyer et al. 2023): the new kernel ``w_s`` is the one whose
+token on a patch ``x`` best matches the base kernel's token on the patch resized to ``P``,
+``<w_s, x> ~= <w_P, B x>``. We take the kernel modulator, with ``B`` the nearest-neighbour
+(repeat) upsampling: then the match is *exact* for every patch, ``w_s = B^T w_P`` is the block sum
+above, no least-squares solve is needed, it costs one reshape and a sum per call, and patches
+never overlap, in space or in time, so causality and the latent grid are the same for every
+stride. The alternative, a bank of independent kernels per stride, would not share weights.
+At time stride 1 the pooled time kernel has a single tap, a channel mixing, and is folded into
+the spatial kernel: one convolution instead of two, and no cost for the flexibility in time.
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import einsum, rearrange
 from torch import nn
 
 __all__ = ["SpatialConv", "CausalTimeConv", "FlexPatch", "FlexUnpatch", "check_frames", "latent_frames"]
@@ -105,17 +121,15 @@ class CausalTimeConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim < 4 or x.shape[1] != self.c_in:
             raise ValueError(f"CausalTimeConv: expected (batch, {self.c_in}, time, *space), got shape {tuple(x.shape)}")
-        space = x.shape[3:]
-        y = rearrange(x, "n c t ... -> (n ...) c t")
-        y = F.conv1d(F.pad(y, (self.k - 1, 0)), self.weight, self.bias)
-        return _unfold_space(y, x.shape[0], space)
+        return _along_time(x, lambda y: F.conv2d(F.pad(y, (0, 0, self.k - 1, 0)), self.weight[..., None], self.bias))
 
 
-def _unfold_space(y: torch.Tensor, n: int, space: Sequence[int]) -> torch.Tensor:
-    """``((n *space), c, t) -> (n, c, t, *space)``."""
-    y = y.reshape(n, *space, y.shape[1], y.shape[2])
-    d = len(space)
-    return y.permute(0, d + 1, d + 2, *range(1, d + 1))
+def _along_time(x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply ``fn`` to ``x`` viewed as ``(n, c, t, prod(space))`` (a 2D image of time by points) and
+    view the result ``(n, c', t', prod(space))`` back as ``(n, c', t', *space)``."""
+    n, c, t, *space = x.shape
+    y = fn(x.reshape(n, c, t, -1))
+    return y.reshape(*y.shape[:3], *space)
 
 
 def _allowed(base: int, name: str) -> tuple[int, ...]:
@@ -194,14 +208,15 @@ class FlexPatch(_Flex):
         bad = [s for s in space if s % stride]
         if bad:
             raise ValueError(f"FlexPatch: spatial stride {stride} does not divide the grid {tuple(space)}")
+        w = self.space_kernel(stride)
+        if time_stride == 1 and self.time_patch > 1:  # a one-tap time kernel: fold it into the spatial one
+            w = einsum(self.time_kernel(1)[:, :, 0], w, "o c, c i ... -> o i ...")
         y = rearrange(x, "n c t ... -> (n t) c ...")
-        y = _CONV[self.d](y, self.space_kernel(stride), None, stride=stride)
+        y = _CONV[self.d](y, w, None, stride=stride)
         y = rearrange(y, "(n t) c ... -> n c t ...", n=n, t=t)
-        if time_stride > 1 or self.time_patch > 1:
-            small = y.shape[3:]
-            z = rearrange(y, "n c t ... -> (n ...) c t")
-            z = F.conv1d(F.pad(z, (time_stride - 1, 0)), self.time_kernel(time_stride), None, stride=time_stride)
-            y = _unfold_space(z, n, small)
+        if time_stride > 1:  # groups of s_t frames, the first group padded with s_t - 1 zero frames
+            w_t = self.time_kernel(time_stride)[..., None]
+            y = _along_time(y, lambda v: F.conv2d(F.pad(v, (0, 0, time_stride - 1, 0)), w_t, stride=(time_stride, 1)))
         return y + self.bias.reshape(1, -1, *[1] * (self.d + 1))
 
 
@@ -224,13 +239,13 @@ class FlexUnpatch(_Flex):
         frames = frames if frames is not None else 1 + (tau - 1) * time_stride
         if not (tau - 1) * time_stride + 1 <= frames <= tau * time_stride:
             raise ValueError(f"FlexUnpatch: {tau} latent frames at time stride {time_stride} cannot give {frames} frames")
+        w = self.space_kernel(stride)  # (c_in, c_out, *k), the transposed-convolution layout
+        if time_stride == 1 and self.time_patch > 1:  # a one-tap time kernel: fold it into the spatial one
+            w = einsum(w, self.time_kernel(1)[:, :, 0], "i c ..., c o -> i o ...")
         y = rearrange(z, "n c t ... -> (n t) c ...")
-        y = _CONV_T[self.d](y, self.space_kernel(stride), None, stride=stride)
+        y = _CONV_T[self.d](y, w, None, stride=stride)
         y = rearrange(y, "(n t) c ... -> n c t ...", n=n, t=tau)
-        if time_stride > 1 or self.time_patch > 1:
-            big = y.shape[3:]
-            w = self.time_kernel(time_stride)  # (c_out, c_out, s_t) used as a transposed kernel
-            u = rearrange(y, "n c t ... -> (n ...) c t")
-            u = F.conv_transpose1d(u, w, None, stride=time_stride)  # latent tau -> frames [tau s_t, tau s_t + s_t)
-            y = _unfold_space(u[..., :frames], n, big)
+        if time_stride > 1:  # latent tau -> frames [tau s_t, tau s_t + s_t), cut to ``frames``
+            w_t = self.time_kernel(time_stride)[..., None]  # (c_out, c_out, s_t, 1), a transposed kernel
+            y = _along_time(y, lambda v: F.conv_transpose2d(v, w_t, stride=(time_stride, 1))[:, :, :frames])
         return y + self.bias.reshape(1, -1, *[1] * (self.d + 1))

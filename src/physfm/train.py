@@ -16,10 +16,19 @@ Configuration is plain data (:class:`TrainConfig`); the model, the loss and the 
 
 The learning curves come back as an :class:`xarray.Dataset` (dims ``step`` for the training
 loss and learning rate, ``eval_step`` and ``band`` for evaluations), ready for
-:func:`physfm.results.save`. A checkpoint is written atomically every ``checkpoint_every`` steps
-and at the end; if one exists when ``train`` starts, the run continues from it, and a resumed
-run gives the same numbers as an uninterrupted one (on the same device). Under ``torchrun``
-only rank 0 writes checkpoints and shows progress; the rest of the loop is the same code.
+:func:`physfm.results.save` (pass ``results=path`` to have the loop do it). A checkpoint is
+written atomically every ``checkpoint_every`` steps and at the end; if one exists when ``train``
+starts, the run continues from it, and a resumed run gives the same numbers as an uninterrupted
+one (on the same device). A checkpoint holds the model, the optimiser, the step, the curves so
+far, the loop's generator, torch's global CPU (and CUDA) generator states and the ``state`` of
+the data; the learning-rate schedule is a pure function of the step (:meth:`TrainConfig.lr_at`),
+so the step is its whole state. Resuming with a different configuration (other than ``steps``,
+``eval_every`` or ``checkpoint_every``) is refused.
+
+Under ``torchrun`` with DistributedDataParallel the same code runs on every rank: pass the
+DDP-wrapped model and a stream seeded by rank. Random states and data states are gathered from
+every rank into the checkpoint, which only rank 0 writes (as it alone shows progress and writes
+results); on resume each rank takes back its own.
 
 :func:`cached` keeps trained models (a pre-trained tokeniser shared between chapters) in a cache
 folder, keyed by the hash of their configuration.
@@ -100,6 +109,29 @@ def is_main_process() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _rank_states(local: Any) -> list[Any]:
+    """``local`` from every rank, in rank order (a collective call under torch.distributed)."""
+    if not _distributed():
+        return [local]
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, local)
+    return out
+
+
+def _own(states: list[Any]) -> Any:
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if _distributed() else (0, 1)
+    if len(states) != world:
+        raise ValueError(f"train: the checkpoint was written by {len(states)} processes, this run has {world}")
+    return states[rank]
+
+
+_MAY_CHANGE_ON_RESUME = ("steps", "eval_every", "checkpoint_every")
+
+
 def _as_array(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().to("cpu", torch.float64).numpy()
@@ -118,47 +150,76 @@ def train(
     state: Sequence[Any] = (),
     desc: str = "training",
     progress: bool = True,
+    results: str | os.PathLike | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Train ``model`` for ``config.steps`` AdamW steps and return its learning curves.
 
     Args:
         parameters: what to optimise (default: every parameter with ``requires_grad``).
         checkpoint: file to save to and resume from; ``None`` for no checkpoints.
-        state: extra objects with ``state_dict``/``load_state_dict`` to checkpoint (data streams).
+        state: extra objects with ``state_dict``/``load_state_dict`` to checkpoint (data streams);
+            ``batches`` itself is added when it has both methods.
         desc: label of the progress bar.
+        results: write the curves there with :func:`physfm.results.save` (rank 0 only), with
+            ``params`` (default: the training configuration) as their provenance.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
-    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
-    if not params:
+    params_list = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+    if not params_list:
         raise ValueError("train: nothing to train: no parameter requires a gradient")
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(params_list, lr=config.lr, weight_decay=config.weight_decay)
     rng = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     lrs: list[float] = []
     evals: list[tuple[int, dict[str, np.ndarray]]] = []
     step = 0
     path = Path(checkpoint) if checkpoint is not None else None
+    state = list(state)
+    if hasattr(batches, "state_dict") and hasattr(batches, "load_state_dict") and not any(o is batches for o in state):
+        state.append(batches)
+    for obj in state:
+        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+            raise TypeError(f"train: state entries need state_dict/load_state_dict, got {type(obj).__name__}")
+
+    def random_states() -> dict[str, Any]:
+        out = {"rng": rng.get_state(), "torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda_rng"] = torch.cuda.get_rng_state_all()
+        out["state"] = [obj.state_dict() for obj in state]
+        return out
 
     if path is not None and path.exists():
         ck = torch.load(path, map_location="cpu", weights_only=False)
+        changed = {k: (ck["config"].get(k), v) for k, v in asdict(config).items()
+                   if k not in _MAY_CHANGE_ON_RESUME and ck["config"].get(k) != v}
+        if changed:
+            raise ValueError(f"train: the checkpoint {path} was written with other settings "
+                             f"(name: (checkpoint, now)) {changed}; delete it or use another checkpoint path")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        rng.set_state(ck["rng"])
-        torch.set_rng_state(ck["torch_rng"])
-        for obj, st in zip(state, ck["state"]):
+        own = _own(ck["ranks"])
+        rng.set_state(own["rng"])
+        torch.set_rng_state(own["torch_rng"])
+        if "cuda_rng" in own and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(own["cuda_rng"])
+        if len(own["state"]) != len(state):
+            raise ValueError(f"train: the checkpoint holds {len(own['state'])} data states, this run passes {len(state)}")
+        for obj, st in zip(state, own["state"]):
             obj.load_state_dict(st)
         step, losses, lrs, evals = ck["step"], ck["losses"], ck["lrs"], ck["evals"]
 
     def save_checkpoint():
-        if path is None or not is_main_process():
+        if path is None:
+            return
+        ranks = _rank_states(random_states())  # collective: every rank takes part
+        if not is_main_process():
             return
         ck = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
-            "rng": rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "state": [obj.state_dict() for obj in state],
+            "ranks": ranks,
             "step": step,
             "losses": losses,
             "lrs": lrs,
@@ -193,7 +254,7 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params_list, config.grad_clip)
         opt.step()
         step += 1
         losses.append(loss.item())
@@ -208,7 +269,12 @@ def train(
     run_eval()
     bar.close()
     save_checkpoint()
-    return _curves(losses, lrs, evals, desc, time.perf_counter() - start_time)
+    curves = _curves(losses, lrs, evals, desc, time.perf_counter() - start_time)
+    if results is not None and is_main_process():
+        from physfm.results import save
+
+        save(curves, results, params=dict(params) if params is not None else asdict(config), device=params_list[0].device)
+    return curves
 
 
 def _curves(losses, lrs, evals, desc, seconds) -> xr.Dataset:
@@ -364,7 +430,8 @@ def pretrain_tokeniser(
         def evaluate(m):
             pred = m(val)
             err = metrics.spectral_error(pred, val)
-            return {"vrmse": metrics.vrmse(pred, val).mean(), "nmse": err.nmse.mean(dim=(0, 1, 2))}
+            return {"vrmse": metrics.vrmse(pred, val).mean(), "mse": err.mse.mean(dim=(0, 1, 2)),
+                    "nmse": err.nmse.mean(dim=(0, 1, 2))}
 
         config = TrainConfig(steps=r["steps"], lr=r["lr"], warmup=r["warmup"], eval_every=r["eval_every"], seed=r["seed"])
         curves = train(model, loss_fn, loader, config, evaluate=evaluate, state=[stream], desc=name, progress=progress)
