@@ -265,13 +265,18 @@ class LoRALinear(LoRALayer):
         return self.r * n_in * n_out, tokens * self.r * (n_in + n_out)
 
     def _factored(self, x):
-        y = F.linear(x, self.base.weight, self.base.bias)
-        h = F.linear(self.dropout(x), self.lora_A)
-        if y.is_contiguous() and h.is_contiguous():
-            # y += s h Bᵀ, accumulated into the base output by one fused GEMM (no temporaries)
-            y.view(-1, y.shape[-1]).addmm_(h.view(-1, self.r), self.lora_B.t(), alpha=self.scaling)
-            return y
-        return y + self.scaling * F.linear(h, self.lora_B)
+        lead = x.shape[:-1]
+        x2 = rearrange(x, "... i -> (...) i")
+        h = F.linear(self.dropout(x2), self.lora_A)  # (tokens, r)
+        bias = self.base.bias
+        # the thin product s h Bᵀ (+ bias) first, then the base GEMM accumulates into it (beta = 1):
+        # the output is written once and never re-read in a separate pass
+        if bias is None:
+            y = torch.mm(h, self.lora_B.t() * self.scaling)
+        else:
+            y = torch.addmm(bias, h, self.lora_B.t(), alpha=self.scaling)
+        y.addmm_(x2, self.base.weight.t())
+        return y.view(*lead, y.shape[-1])
 
 
 def _padding_pairs(conv: nn.Module, d: int) -> list[int]:
