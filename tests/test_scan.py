@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from mambapy.mamba import Mamba as MambapyMamba
 from mambapy.mamba import MambaBlock, MambaConfig
 
-from physfm.scan import Mamba, clear_workspace, selective_scan, selective_scan_ref
+from physfm.scan import Mamba, MambaStack, clear_workspace, selective_scan, selective_scan_ref
 
 NAMES = ("x", "delta", "A", "B", "C", "D", "z")
 
@@ -125,6 +126,33 @@ def test_mamba_block_equals_mambapy_with_the_same_weights():
     for name, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, theirs_params[name].grad, rtol=1e-5, atol=1e-9,
                                    msg=lambda m, name=name: f"gradient of {name}: {m}")
+
+
+def test_mamba_stack_equals_mambapy_with_the_same_weights():
+    torch.manual_seed(1)
+    theirs = MambapyMamba(MambaConfig(d_model=8, n_layers=2, d_state=4, d_conv=4)).double()
+    with torch.no_grad():
+        for layer in theirs.layers:
+            layer.mixer.dt_proj.bias.uniform_(0.0, 1.0)
+            layer.norm.weight.uniform_(0.5, 1.5)
+    ours = MambaStack(8, 2, d_state=4, d_conv=4).double()
+    ours.load_state_dict(theirs.state_dict())
+    u = torch.randn(3, 10, 8, dtype=torch.float64)
+    torch.testing.assert_close(ours(u), theirs(u), rtol=1e-5, atol=1e-9)   # float32 A inside mamba.py
+
+
+def test_lti_block_has_input_independent_parameters():
+    lti = Mamba(8, d_state=4, selective=False, generator=torch.Generator().manual_seed(0))
+    sel = Mamba(8, d_state=4, generator=torch.Generator().manual_seed(0))
+    assert "x_proj.weight" not in lti.state_dict() and "lti" in lti.state_dict()
+    x1, x2 = torch.randn(7, 2, lti.d_inner), torch.randn(7, 2, lti.d_inner)
+    for a, b in zip(lti.ssm_parameters(x1), lti.ssm_parameters(x2)):
+        assert torch.equal(a, b) and torch.equal(a, a[:1, :1].expand_as(a))
+    assert not torch.equal(sel.ssm_parameters(x1)[1], sel.ssm_parameters(x2)[1])
+    u = torch.randn(2, 9, 8)
+    assert lti(u).shape == (2, 9, 8)
+    lti(u).sum().backward()
+    assert lti.lti.grad is not None and lti.lti.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("chunk", [1, 4])
@@ -244,3 +272,5 @@ def test_other_errors():
         Mamba(8, d_state=0)
     with pytest.raises(ValueError, match="dt_rank"):
         Mamba(8, dt_rank="big")
+    with pytest.raises(ValueError, match="n_layers must be a positive int"):
+        MambaStack(8, 0)

@@ -50,7 +50,7 @@ Three implementations of the same function live here:
 References: A. Gu, T. Dao, *Mamba: Linear-Time Sequence Modeling with Selective State Spaces*,
 arXiv:2312.00752 (2023). T. Dao, A. Gu, *Transformers are SSMs* (Mamba-2), ICML 2024. E. Martin, C. Cundy, *Parallelizing Linear Recurrent Neural Nets Over
 Sequence Length*, ICLR 2018. G. Blelloch, *Prefix Sums and Their Applications* (1990).
-A. Torres-Leguet, *mamba.py* (2024), the PyTorch scan used as the test oracle.
+A. TL, *mamba.py* (github.com/alxndrTL/mamba.py, 2024), the PyTorch scan used as the test oracle.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from einops import rearrange
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["selective_scan", "selective_scan_ref", "Mamba", "clear_workspace"]
+__all__ = ["selective_scan", "selective_scan_ref", "Mamba", "MambaStack", "clear_workspace"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,6 +480,11 @@ class Mamba(nn.Module):
     (S4D-real), both as in Mamba. The convolution pads only the past: output ``t`` depends on
     inputs ``<= t``.
 
+    ``selective=False`` gives the ablation of Gu & Dao's section 3: ``(Δ_r, B, C)`` become one
+    learnt vector ``lti`` shared by every time step instead of ``x_proj(x_t)``, so the scan is
+    linear and time-invariant (a fixed causal convolution, as in S4), while everything around it
+    (convolution, gate, projections) stays.
+
     Args:
         d_model: width of the input and output.
         d_state: ``N``, the state size per channel.
@@ -488,6 +493,7 @@ class Mamba(nn.Module):
         dt_rank: rank of the ``Δ`` projection, or ``"auto"``.
         dt_min, dt_max, dt_init_floor: range of the initial steps.
         conv_bias, bias: biases of the convolution and of the in/out projections.
+        selective: input-dependent ``Δ, B, C`` (Mamba) or constant ones (LTI).
         chunk: passed to :func:`selective_scan`.
         generator: draw the initial weights from it (for reproducible models); ``None``: the
             global generator, as every torch layer does.
@@ -496,7 +502,8 @@ class Mamba(nn.Module):
     def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
-                 chunk: int | None = None, generator: torch.Generator | None = None):
+                 selective: bool = True, chunk: int | None = None,
+                 generator: torch.Generator | None = None):
         super().__init__()
         for name, v in {"d_model": d_model, "d_state": d_state, "d_conv": d_conv, "expand": expand}.items():
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -509,10 +516,13 @@ class Mamba(nn.Module):
             raise ValueError(f"Mamba: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
         self.d_model, self.d_state, self.d_conv, self.dt_rank = d_model, d_state, d_conv, dt_rank
         self.d_inner = d_inner = expand * d_model
-        self.chunk = chunk
+        self.selective, self.chunk = bool(selective), chunk
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
-        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        if self.selective:
+            self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        else:
+            self.lti = nn.Parameter(torch.empty(dt_rank + 2 * d_state))
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
         self.A_log = nn.Parameter(torch.empty(d_inner, d_state))
         self.D = nn.Parameter(torch.empty(d_inner))
@@ -523,7 +533,13 @@ class Mamba(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Mamba's initialisation (torch's default for the projections and the convolution)."""
-        for layer in (self.in_proj, self.conv1d, self.x_proj, self.out_proj, self.dt_proj):
+        layers = [self.in_proj, self.conv1d, self.out_proj, self.dt_proj]
+        if self.selective:
+            layers.append(self.x_proj)
+        else:   # Δ_r = 0 (Δ = softplus(bias) as in Mamba), B and C of unit size
+            self.lti.zero_()
+            nn.init.normal_(self.lti[self.dt_rank:], generator=generator)
+        for layer in layers:
             fan_in = layer.weight[0].numel()
             nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
             if layer.bias is not None:
@@ -532,28 +548,87 @@ class Mamba(nn.Module):
         std = self.dt_rank ** -0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std, generator=generator)
         dt_min, dt_max, floor = self._dt_range
-        u = torch.rand(self.d_inner, generator=generator, device=self.D.device)
+        u = torch.rand(self.d_inner, generator=generator).to(self.D.device)
         dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))    # softplus^{-1}(dt)
         n = torch.arange(1, self.d_state + 1, dtype=self.A_log.dtype, device=self.A_log.device)
         self.A_log.copy_(torch.log(n).expand(self.d_inner, -1))
         self.D.fill_(1.0)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """``u: (batch, length, d_model)`` -> ``(batch, length, d_model)``."""
+    def ssm_parameters(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(Δ, B, C)`` for the scan input ``x: (L, b, d_inner)`` (time first): shapes
+        ``(L, b, d_inner)``, ``(L, b, d_state)``, ``(L, b, d_state)``."""
+        if self.selective:
+            dtBC = self.x_proj(x)
+        else:
+            dtBC = self.lti.expand(*x.shape[:2], -1)
+        dt, B, C = torch.split(dtBC, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.softplus(self.dt_proj(dt)), B, C
+
+    def _branches(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scan input ``x`` and the gate ``z``, both time first ``(L, b, d_inner)``."""
         if not isinstance(u, torch.Tensor) or u.ndim != 3 or u.shape[-1] != self.d_model:
             got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
             raise ValueError(f"Mamba: u must be (batch, length, d_model={self.d_model}), got {got}")
         L = u.shape[1]
         x, z = self.in_proj(u).chunk(2, dim=-1)                                  # (b, L, d_inner)
         x = self.conv1d(rearrange(x, "b l d -> b d l"))[..., :L]                 # causal: cut the tail
-        x = F.silu(rearrange(x, "b d l -> l b d"))                               # time first
-        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt))                                     # (L, b, d_inner)
+        return F.silu(rearrange(x, "b d l -> l b d")), rearrange(z, "b l d -> l b d")
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """``u: (batch, length, d_model)`` -> ``(batch, length, d_model)``."""
+        x, z = self._branches(u)
+        delta, B, C = self.ssm_parameters(x)
         A = -torch.exp(self.A_log)
-        y = _scan_time_first(x, delta, A, B, C, self.D, rearrange(z, "b l d -> l b d"), self.chunk)
+        y = _scan_time_first(x, delta, A, B, C, self.D, z, self.chunk)
         return self.out_proj(rearrange(y, "l b d -> b l d"))
+
+    def steps(self, u: torch.Tensor) -> torch.Tensor:
+        """The step ``Δ`` the block uses at every time and channel: ``(batch, length, d_inner)``.
+
+        Large ``Δ``: the state is reset to the current input; small ``Δ``: the input is ignored
+        and the state kept. Plotting it shows what a trained block has learnt to select.
+        """
+        delta, _, _ = self.ssm_parameters(self._branches(u)[0])
+        return rearrange(delta, "l b d -> b l d")
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
-                f"d_conv={self.d_conv}, dt_rank={self.dt_rank}")
+                f"d_conv={self.d_conv}, dt_rank={self.dt_rank}, selective={self.selective}")
+
+
+class _Residual(nn.Module):
+    """``u + mixer(RMSNorm(u))``: one layer of a Mamba stack (pre-norm residual)."""
+
+    def __init__(self, mixer: nn.Module, d_model: int, eps: float):
+        super().__init__()
+        self.mixer = mixer
+        self.norm = nn.RMSNorm(d_model, eps=eps)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return u + self.mixer(self.norm(u))
+
+
+class MambaStack(nn.Module):
+    """``n_layers`` Mamba blocks with pre-norm residual connections: ``u <- u + Mamba(RMSNorm(u))``.
+
+    The backbone of Mamba language models (without embedding and head), and of PDE-FM's latent
+    processor. ``(batch, length, d_model) -> same shape``; causal, as each block is. Parameter
+    names follow ``mambapy.mamba.Mamba`` (``layers.{i}.mixer``, ``layers.{i}.norm``), so its
+    weights load directly. Keyword arguments go to every :class:`Mamba` block.
+    """
+
+    def __init__(self, d_model: int, n_layers: int, *, eps: float = 1e-5,
+                 generator: torch.Generator | None = None, **block):
+        super().__init__()
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"MambaStack: n_layers must be a positive int, got {n_layers!r}")
+        self.layers = nn.ModuleList(
+            _Residual(Mamba(d_model, generator=generator, **block), d_model, eps) for _ in range(n_layers)
+        )
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """``u: (batch, length, d_model)`` -> ``(batch, length, d_model)``."""
+        for layer in self.layers:
+            u = layer(u)
+        return u
