@@ -112,6 +112,31 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "tape_megabytes": 4000,
         },
     },
+    "scan": {
+        # lengths/repeats: the timing figure; hold_*: the selective-hold toy (each of the two
+        # models: selective and LTI), width/state of its Mamba block; grid/frames/modes: the 1D
+        # advection-diffusion trajectories and the Fourier modes kept as latent; n_train/n_val:
+        # trajectories; dyn_*: the latent-dynamics model and its training; context: frames
+        # seen before the autoregressive rollout.
+        "smoke": {
+            "lengths": (32, 64), "repeats": 1,
+            "hold_length": 32, "hold_steps": 8, "hold_batch": 8, "hold_width": 16, "hold_state": 8,
+            "grid": 32, "frames": 9, "modes": 4, "n_train": 16, "n_val": 8,
+            "dyn_steps": 8, "dyn_batch": 8, "dyn_width": 16, "dyn_layers": 1, "context": 4,
+        },
+        "cpu": {
+            "lengths": (128, 256, 512, 1024, 2048, 4096), "repeats": 3,
+            "hold_length": 64, "hold_steps": 600, "hold_batch": 32, "hold_width": 16, "hold_state": 8,
+            "grid": 64, "frames": 33, "modes": 8, "n_train": 256, "n_val": 64,
+            "dyn_steps": 600, "dyn_batch": 32, "dyn_width": 64, "dyn_layers": 2, "context": 16,
+        },
+        "gpu": {
+            "lengths": (256, 1024, 4096, 16384), "repeats": 5,
+            "hold_length": 512, "hold_steps": 5000, "hold_batch": 128, "hold_width": 32, "hold_state": 16,
+            "grid": 256, "frames": 129, "modes": 32, "n_train": 4096, "n_val": 256,
+            "dyn_steps": 20000, "dyn_batch": 64, "dyn_width": 256, "dyn_layers": 4, "context": 64,
+        },
+    },
     "metrics": {
         # n_grid: side of the square test fields; n_samples: random fields averaged per point
         # of the statistics figures; shifts: the shifts (in cells) of the shift experiment.
