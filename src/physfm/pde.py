@@ -669,7 +669,8 @@ def generate(
 
     Raises:
         ValueError: bad sizes, an unknown system, or a dimension the system does not support.
-        RuntimeError: ``max_attempts`` rounds still left non-finite trajectories.
+        RuntimeError: ``max_attempts`` rounds still left too few usable trajectories (the message
+            says how many were dropped for which reason).
     """
     system = get_system(system)
     shape = tuple(int(s) for s in shape)
@@ -688,6 +689,7 @@ def generate(
     kept: list[torch.Tensor] = []
     coeffs: list[Coefficients] = []
     dropped = 0
+    reasons = {"non-finite": 0, "blew up": 0, "lost all structure": 0}
     need = batch
     for _ in range(max_attempts):
         c = system.sample(need, generator)
@@ -695,10 +697,15 @@ def generate(
         if warm_steps:
             u0 = simulate(system, u0, c, dt=dt, steps=warm_steps, save_every=warm_steps, length=length)[:, :, -1]
         traj = simulate(system, u0, c, dt=dt, steps=(frames - 1) * save_every, save_every=save_every, length=length)
-        ok = torch.isfinite(traj.flatten(1)).all(dim=1) & (traj.flatten(1).abs().amax(dim=1) < 1e6)
+        flat = traj.flatten(1)
+        finite = torch.isfinite(flat).all(dim=1)
+        bounded = finite & (flat.abs().amax(dim=1) < 1e6)
         last = traj[:, :, -1]  # (batch, fields, *space)
         space = tuple(range(2, last.ndim))
-        ok &= (last.std(dim=space) > 1e-6 * (1 + last.abs().mean(dim=space))).all(dim=1)
+        ok = bounded & (last.std(dim=space) > 1e-6 * (1 + last.abs().mean(dim=space))).all(dim=1)
+        reasons["non-finite"] += int((~finite).sum())
+        reasons["blew up"] += int((finite & ~bounded).sum())
+        reasons["lost all structure"] += int((bounded & ~ok).sum())
         kept.append(traj[ok])
         coeffs.append({k: v[ok.cpu()] for k, v in c.items()})
         dropped += int((~ok).sum())
@@ -706,9 +713,12 @@ def generate(
         if need == 0:
             break
     else:
+        why = ", ".join(f"{n} {r}" for r, n in reasons.items() if n)
         raise RuntimeError(
-            f"generate: {system.name} still had {need} non-finite trajectories after {max_attempts} attempts; "
-            f"reduce dt (now {dt}) or narrow the coefficient ranges {system.ranges}"
+            f"generate: {system.name} on grid {shape} still lacked {need} of {batch} usable trajectories after "
+            f"{max_attempts} attempts (dropped: {why}). Non-finite or blown-up trajectories need a smaller dt "
+            f"(now {dt}) or narrower coefficient ranges {system.ranges}; trajectories that lose all structure "
+            f"usually mean the grid is too coarse to resolve the system's patterns (use more points)"
         )
     data = torch.cat(kept)
     merged = {k: torch.cat([c[k] for c in coeffs]) for k in coeffs[0]}
