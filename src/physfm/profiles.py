@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "systems": ("diffusion", "burgers", "gray_scott"), "grid": 32, "frames": 5, "crop": 16, "crop_t": 5,
             "buffer": 6, "refresh": 0.25, "channels": (4, 16), "latent": 4, "blocks": 1, "patch": 4, "time_patch": 4,
             "strides": (2, 4), "time_strides": (1, 2, 4), "steps": 6, "batch": 4, "lr": 2e-3, "warmup": 2,
-            "eval_every": 3, "val_crops": 8, "eval_crops": 4, "volume": 8, "steps_3d": 3,
+            "eval_every": 3, "val_crops": 8, "eval_crops": 4, "volume": 16, "steps_3d": 3,
         },
         "cpu": {
             "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
@@ -136,6 +136,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "grid": 256, "frames": 129, "modes": 32, "n_train": 4096, "n_val": 256,
             "dyn_steps": 20000, "dyn_batch": 64, "dyn_width": 256, "dyn_layers": 4, "context": 64,
         },
+    },
+    "fno": {
+        # grid: training grid of the Burgers operator (tested at 1x, 2x, 4x); n_train/n_test pairs;
+        # width/modes/blocks/batch/steps of that FNO; decoder_*: the FNO decoder of tokeniser latents.
+        "smoke": {"grid": 16, "n_train": 8, "n_test": 2, "width": 8, "modes": 6, "blocks": 2, "batch": 4, "steps": 4,
+                  "decoder_crops": 8, "decoder_modes": 4, "decoder_width": 8, "decoder_steps": 4},
+        "cpu": {"grid": 32, "n_train": 256, "n_test": 16, "width": 24, "modes": 10, "blocks": 3, "batch": 16, "steps": 400,
+                "decoder_crops": 96, "decoder_modes": 8, "decoder_width": 24, "decoder_steps": 300},
+        "gpu": {"grid": 64, "n_train": 4096, "n_test": 64, "width": 64, "modes": 16, "blocks": 4, "batch": 64, "steps": 10000,
+                "decoder_crops": 2048, "decoder_modes": 16, "decoder_width": 64, "decoder_steps": 5000},
     },
     "metrics": {
         # n_grid: side of the square test fields; n_samples: random fields averaged per point

@@ -17,7 +17,7 @@ import torch
 
 from physfm.spectral import BANDS, band_edges, band_index, radial_spectrum
 
-__all__ = ["BAND_COLORS", "show_fields", "band_bars", "band_map", "spectra", "volume", "animate", "explore", "to_numpy"]
+__all__ = ["spread", "BAND_COLORS", "show_fields", "band_bars", "band_map", "spectra", "volume", "animate", "explore", "to_numpy"]
 
 BAND_COLORS = {"low": "#1b9e77", "mid": "#d95f02", "high": "#7570b3"}
 
@@ -237,3 +237,18 @@ def explore(trajectories: torch.Tensor, *, names: Sequence[str] | None = None):
         field=widgets.IntSlider(0, 0, a.shape[1] - 1),
         time=widgets.IntSlider(0, 0, a.shape[2] - 1),
     )
+
+
+def spread(ax, x, values, *, label: str | None = None, color=None, ls="-", marker=None, alpha: float = 0.2):
+    """Mean over the first axis of ``values`` ``(seed, len(x))`` as a line, min-max over seeds shaded.
+
+    NaN entries (steps a run did not reach) are left out.
+    """
+    v = to_numpy(values)
+    x = np.asarray(x)
+    keep = ~np.isnan(v).any(axis=0)
+    mean = v[:, keep].mean(axis=0)
+    (line,) = ax.plot(x[keep], mean, ls=ls, marker=marker, color=color, label=label, ms=3)
+    if v.shape[0] > 1:
+        ax.fill_between(x[keep], v[:, keep].min(axis=0), v[:, keep].max(axis=0), color=line.get_color(), alpha=alpha, lw=0)
+    return line
