@@ -53,7 +53,7 @@ from physfm.train import TrainConfig, train
 
 __all__ = [
     "temperature_probabilities", "TemperatureSampler", "coefficient_names", "scale_coefficients",
-    "SystemWindows", "configurations", "build_model", "run", "summary", "deltas", "persistence",
+    "system_for", "SystemWindows", "configurations", "build_model", "run", "summary", "deltas", "persistence",
 ]
 
 # A stable index per system (seeds its chunks), whatever subset a configuration trains on.
@@ -131,7 +131,7 @@ def scale_coefficients(system: str | pde.System, coefficients: Mapping[str, torc
 # ----------------------------------------------------------------------------------------------
 
 
-def _system(name: str, options: Mapping[str, Mapping]) -> tuple[pde.System, dict]:
+def system_for(name: str, options: Mapping[str, Mapping]) -> tuple[pde.System, dict]:
     """The system with the chapter's coefficient ranges, and the remaining generate() options."""
     opts = dict(options.get(name, {}))
     ranges = opts.pop("ranges", None)
@@ -157,7 +157,7 @@ class SystemWindows:
         if size < chunk or size % chunk:
             raise ValueError(f"SystemWindows: size={size} must be a positive multiple of chunk={chunk}")
         self.name, self.shape, self.frames = name, tuple(shape), int(frames)
-        self.system, self.options = _system(name, options or {})
+        self.system, self.options = system_for(name, options or {})
         self.chunk, self.seed, self.refresh_every = int(chunk), int(seed), int(refresh_every)
         self.store = store if store is not None else {}
         self.device = device
@@ -256,7 +256,8 @@ def _batches(cfg, names: list[str], pools: dict[str, SystemWindows], sampler: Te
 
 def _timing(cfg, lengths: Sequence[int], device) -> np.ndarray:
     """Seconds per forward and backward pass of each backbone (equal parameters) on
-    ``(timing_batch, length, dim)`` tokens: ``(2, len(lengths))``, the median of three."""
+    ``(timing_batch, length, dim)`` tokens: ``(2, len(lengths))``, the best of three after a
+    warm-up (the least disturbed by other work on a shared machine)."""
     out = np.zeros((2, len(lengths)))
     for i, backbone in enumerate(("mamba", "transformer")):
         torch.manual_seed(0)
@@ -271,7 +272,7 @@ def _timing(cfg, lengths: Sequence[int], device) -> np.ndarray:
                 if torch.device(device).type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
-            out[i, j] = float(np.median(times))
+            out[i, j] = min(times)
     return out
 
 

@@ -139,7 +139,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "grid": 32, "frames": 13, "pool": 16, "chunk": 4, "refresh_every": 64,
             "window": 6, "strides": (1, 2), "width": 8, "dim": 32, "patch": 4, "spectral_modes": 4, "n_coefficients": 3,
             "layers": 2, "d_state": 8, "decoder_width": 8, "decoder_modes": 8, "decoder_blocks": 1, "heads": 2, "embed": 8,
-            "steps": 300, "batch": 4, "lr": 4e-3, "warmup": 20, "eval_every": 50, "generic_fraction": 0.2,
+            "steps": 220, "batch": 4, "lr": 4e-3, "warmup": 20, "eval_every": 55, "generic_fraction": 0.2,
             "spectral_weight": 0.1, "seeds": (0, 1), "held_out": ("navier_stokes",), "val_trajectories": 8,
             "context": 5, "rollout_steps": 8, "timing_lengths": (8, 32, 128, 512, 2048), "timing_batch": 16,
         },
