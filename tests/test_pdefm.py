@@ -112,6 +112,13 @@ def test_runs_for_one_two_and_three_fields(system, fields):
     assert y.shape == x.shape and torch.isfinite(y).all() and not torch.allclose(y, x)
 
 
+@pytest.mark.parametrize("d, shape", [(1, (16,)), (3, (8, 8, 8))])
+def test_one_implementation_for_one_two_and_three_spatial_dimensions(d, shape):
+    model = _perturbed(_model({"a": 2}, spatial_dims=d, decoder_modes=2, spectral_modes=1))
+    x = torch.randn(2, 2, 3, *shape)
+    assert model(x, "a", None, 0.5).shape == x.shape and model(x, None, dt=0.5).shape == x.shape
+
+
 def test_each_adapter_only_touches_its_own_system():
     model = _perturbed(_model())
     x = torch.randn(2, 2, 3, 16, 16)
@@ -178,6 +185,8 @@ def test_bad_input_is_named():
         model(torch.randn(1, 3, 16, 16), "one")
     with pytest.raises(ValueError, match=r"coefficients must be \(n=1, k <= 3\)"):
         model(torch.randn(1, 1, 3, 16, 16), "one", torch.randn(1, 4))
+    with pytest.raises(ValueError, match="one entry per sample"):
+        model(torch.randn(2, 1, 3, 16, 16), "one", None, torch.tensor([0.5, 0.5, 0.5]))
     with pytest.raises(ValueError, match="dt must be positive"):
         model(torch.randn(1, 1, 3, 16, 16), "one", None, -1.0)
     with pytest.raises(ValueError, match="backbone must be"):

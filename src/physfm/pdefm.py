@@ -59,7 +59,7 @@ Shapes are channels first, ``(batch, fields, time, *space)``, 1 to 3 spatial axe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -348,7 +348,10 @@ class PDEFM(nn.Module):
             coef[:, : coefficients.shape[1]] = coefficients
         log_dt = torch.zeros(n, 1, device=device)
         if dt is not None:
-            dt = torch.as_tensor(dt, dtype=torch.float32, device=device).reshape(-1, 1).expand(n, 1)
+            dt = torch.as_tensor(dt, dtype=torch.float32, device=device).reshape(-1, 1)
+            if dt.shape[0] not in (1, n):
+                raise ValueError(f"PDEFM: dt must be a number or have one entry per sample (n={n}), got {dt.shape[0]} entries")
+            dt = dt.expand(n, 1)
             if (dt <= 0).any():
                 raise ValueError(f"PDEFM: dt must be positive, got {dt.flatten().tolist()}")
             log_dt = torch.log(dt)
