@@ -192,6 +192,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"grid": 64, "n_train": 4096, "n_test": 64, "width": 64, "modes": 16, "blocks": 4, "batch": 64, "steps": 10000,
                 "decoder_crops": 2048, "decoder_modes": 16, "decoder_width": 64, "decoder_steps": 5000},
     },
+    "generating": {
+        # system/field: the fields to generate (one field of one system, normalised per trajectory
+        # as the stream does), on a `grid` box; n_train trajectories of `frames` frames to learn
+        # from, n_eval fields (one per fresh trajectory) in each of the two truth sets; the
+        # tokeniser is the "tokeniser" chapter's at the same profile, used at spatial `stride`;
+        # width/blocks of the velocity network, its training, and the sampler's steps and method.
+        "smoke": {"system": "gray_scott", "field": "v", "grid": 32, "frames": 3, "n_train": 4, "n_eval": 4, "stride": 4,
+                  "width": 8, "blocks": 1, "steps": 4, "batch": 4, "lr": 2e-3, "warmup": 1, "sample_steps": 2, "method": "heun"},
+        "cpu": {"system": "gray_scott", "field": "v", "grid": 64, "frames": 9, "n_train": 96, "n_eval": 96, "stride": 4,
+                "width": 32, "blocks": 4, "steps": 1200, "batch": 32, "lr": 2e-3, "warmup": 50, "sample_steps": 24, "method": "heun"},
+        "gpu": {"system": "gray_scott", "field": "v", "grid": 128, "frames": 17, "n_train": 2048, "n_eval": 512, "stride": 4,
+                "width": 128, "blocks": 8, "steps": 50000, "batch": 128, "lr": 1e-3, "warmup": 1000, "sample_steps": 64, "method": "heun"},
+    },
     "metrics": {
         # n_grid: side of the square test fields; n_samples: random fields averaged per point
         # of the statistics figures; shifts: the shifts (in cells) of the shift experiment.
