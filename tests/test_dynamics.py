@@ -114,6 +114,17 @@ def test_same_seed_same_numbers_other_seed_other_numbers(smoke_runs):
     assert not np.allclose(c.vrmse.sel(config="scratch", seed=5).values[-1], a.vrmse.sel(config="scratch").values[:, -1])
 
 
+@pytest.mark.slow
+def test_worker_processes_give_the_numbers_of_one_process(smoke_runs):
+    """Runs shared out to two one-thread workers equal the in-process runs (up to the rounding
+    of one thread against several)."""
+    cfg, a, _, _ = smoke_runs
+    b = pretraining.run({**cfg, "workers": 2}, progress=False)
+    np.testing.assert_allclose(b.vrmse.values, a.vrmse.values, rtol=1e-3)
+    np.testing.assert_allclose(b.rollout_vrmse.values, a.rollout_vrmse.values, rtol=1e-3)
+    assert b.attrs["workers"] == 2
+
+
 def test_unknown_configuration_is_named():
     with pytest.raises(ValueError, match="unknown configurations"):
         pretraining.run(profiles.resolve("pretraining", "smoke"), configs=("warm_start",))

@@ -39,3 +39,16 @@ def test_seed_everything_repeats():
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="non-negative int"):
         physfm.seed_everything(-2)
+
+
+def _square(x):
+    return x * x
+
+
+def test_map_jobs_keeps_the_order_in_worker_processes_and_names_bad_workers():
+    from physfm.runtime import map_jobs
+
+    assert map_jobs(_square, range(5), workers=1, progress=False) == [0, 1, 4, 9, 16]
+    assert map_jobs(_square, range(5), workers=2, progress=False) == [0, 1, 4, 9, 16]
+    with pytest.raises(ValueError, match="workers must be a positive int, got 0"):
+        map_jobs(_square, [1], workers=0)

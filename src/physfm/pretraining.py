@@ -4,14 +4,17 @@ A dynamics model (:class:`~physfm.dynamics.NextFrameModel`: tokeniser encoder ->
 processor -> tokeniser decoder) is trained for next-frame prediction on one *target* system,
 generated on the fly, in these configurations:
 
-==========================  =================================================================
-``scratch``                 tokeniser randomly initialised, trained jointly with the processor
-``in_domain_finetuned``     tokeniser pre-trained as an autoencoder on the target, then trained
-``in_domain_frozen``        the same tokeniser, kept fixed: only the processor trains
-``cross_domain_finetuned``  tokeniser pre-trained on the *other* systems only, then trained
-``cross_domain_frozen``     the same, kept fixed
-``scratch_equal_compute``   scratch, given the pre-training steps too (total steps equal)
-==========================  =================================================================
+===============================  ============================================================
+``scratch``                      tokeniser randomly initialised, trained jointly with the processor
+``in_domain_finetuned``          tokeniser pre-trained as an autoencoder on the target, then
+                                 trained at ``finetune_lr_scale`` times the processor's rate
+``in_domain_frozen``             the same tokeniser, kept fixed: only the processor trains
+``cross_domain_finetuned``       tokeniser pre-trained on the *other* systems only, then trained
+                                 (at ``finetune_lr_scale``)
+``cross_domain_frozen``          the same, kept fixed
+``scratch_equal_compute``        scratch, given the pre-training steps too (total steps equal)
+``in_domain_finetuned_full_lr``  in-domain, fine-tuned at the processor's own rate
+===============================  ============================================================
 
 Every configuration is trained for the same number of dynamics steps (the last one for
 ``dyn_steps + pre_steps``) with the same optimiser, schedule and data stream, for several seeds.
@@ -49,6 +52,7 @@ CONFIGS = (
     "cross_domain_finetuned",
     "cross_domain_frozen",
     "scratch_equal_compute",
+    "in_domain_finetuned_full_lr",
 )
 
 # Final validation VRMSE after 10,500 steps on The Well's Euler multi-quadrants, as transcribed
@@ -138,8 +142,48 @@ def _train_one(config: str, seed: int, cfg, tokenisers, val, batches, device, pr
     return curves, model
 
 
+# -- the jobs of one run, shared by this process and worker processes (physfm.runtime.map_jobs) --
+
+_SHARED: dict[str, Any] = {}
+
+
+def _share(cfg: Mapping[str, Any], tokenisers: Mapping[str, tuple[Any, dict | None]], longest: int, device) -> None:
+    """What every dynamics job reads: the parameters, the tokenisers (``name -> (config, weights
+    or None for an untrained one)``), the validation and rollout windows, and one seed's batches."""
+    from physfm.autoencoder import Tokeniser
+
+    toks = {}
+    for name, (config, state) in tokenisers.items():
+        toks[name] = Tokeniser(config)
+        if state is not None:
+            toks[name].load_state_dict(state)
+    _SHARED.clear()
+    _SHARED.update(cfg=dict(cfg), tokenisers=toks, longest=longest, device=device, tape=(None, None),
+                   val=_windows(cfg, cfg["window"], cfg["val_windows"], seed=50_000, device=device),
+                   roll=_windows(cfg, cfg["context"] + cfg["rollout_steps"], cfg["val_rollouts"], seed=60_000, device=device))
+
+
+def _dynamics_job(job: tuple[str, int]) -> tuple[xr.Dataset, np.ndarray]:
+    """Train configuration ``job[0]`` with seed ``job[1]``; its curves and rollout VRMSE per lead."""
+    config, seed = job
+    sh, cfg = _SHARED, _SHARED["cfg"]
+    if sh["tape"][0] != seed:  # jobs come seed after seed: keep one seed's batches at a time
+        sh["tape"] = (seed, _data(cfg, seed, sh["longest"], sh["device"]))
+    curves, model = _train_one(config, seed, cfg, sh["tokenisers"], sh["val"], sh["tape"][1](), sh["device"], progress=False)
+    model.eval()
+    roll, c = sh["roll"], cfg["context"]
+    pred = model.rollout(roll[:, :, :c], cfg["rollout_steps"])
+    return curves, metrics.vrmse(pred, roll[:, :, c:]).mean(dim=(0, 1)).cpu().numpy()
+
+
+def _pretrain_job(job: tuple[str, dict, dict, dict]) -> None:
+    """Pre-train one tokeniser on the CPU into the model cache (the caller loads it from there)."""
+    domain, recipe, options, ranges = job
+    pretrain_tokeniser(recipe, device="cpu", name=f"ablation-{domain}", progress=False, system_options=options, system_ranges=ranges)
+
+
 def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
-        configs: Sequence[str] = CONFIGS) -> xr.Dataset:
+        configs: Sequence[str] = CONFIGS, workers: int | None = None) -> xr.Dataset:
     """Run the whole ablation described by ``cfg`` (the ``pretraining`` preset of
     :mod:`physfm.profiles`) and return its learning curves and rollout errors.
 
@@ -148,48 +192,65 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     ``pre_eval_step``/``domain`` for the two pre-training runs. ``persistence_vrmse`` and
     ``persistence_rollout_vrmse`` score the forecast "nothing changes" (the last true frame
     repeated) on the same validation data: a model that does not beat it has learnt no dynamics.
+
+    ``workers`` (default ``cfg["workers"]``, else 1): on a CPU, the two pre-trainings and then the
+    runs of every (configuration, seed) go to that many one-thread worker processes
+    (:func:`physfm.runtime.map_jobs`); every run is seeded on its own, so the numbers do not
+    depend on which worker ran it. On an accelerator everything runs here.
     """
+    from physfm.autoencoder import Tokeniser
+    from physfm.runtime import map_jobs
+
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise ValueError(f"run: unknown configurations {unknown}; choose from {CONFIGS}")
-    from physfm.autoencoder import Tokeniser
-
+    workers = int(cfg.get("workers", 1) if workers is None else workers)
+    if torch.device(device).type != "cpu":
+        workers = 1
     start = time.perf_counter()
     others = [s for s in cfg["systems"] if s != cfg["target"]]
     if not others:
         raise ValueError(f"run: systems {cfg['systems']} must include systems other than the target {cfg['target']!r}")
     recipes = {"in_domain": tokeniser_recipe(cfg, [cfg["target"]]), "cross_domain": tokeniser_recipe(cfg, others)}
     # the target's own options (frame interval, viscosity range) apply to its pre-training data too
+    adjust = ({cfg["target"]: _options(cfg)}, _target_ranges(cfg))
+    if workers > 1:  # train both at once into the cache; the loop below then loads them
+        map_jobs(_pretrain_job, [(d, r, *adjust) for d, r in recipes.items()], workers=workers,
+                 desc="pre-training the tokenisers", progress=progress)
     tokenisers, pre_curves = {}, {}
     for domain, recipe in recipes.items():
         tok, curves = pretrain_tokeniser(recipe, device=device, name=f"ablation-{domain}", progress=progress,
-                                         system_options={cfg["target"]: _options(cfg)}, system_ranges=_target_ranges(cfg))
-        tokenisers[domain] = tok
+                                         system_options=adjust[0], system_ranges=adjust[1])
+        tokenisers[domain] = (tok.config, {k: v.cpu() for k, v in tok.state_dict().items()})
         pre_curves[domain] = curves
     r = recipes["in_domain"]
-    tokenisers["untrained"] = Tokeniser(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
-                                        patch=r["patch"], time_patch=1, stride=r["patch"], time_stride=1)
+    untrained = Tokeniser(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
+                          patch=r["patch"], time_patch=1, stride=r["patch"], time_stride=1)
+    tokenisers["untrained"] = (untrained.config, None)
     pre_seconds = time.perf_counter() - start
 
-    val = _windows(cfg, cfg["window"], cfg["val_windows"], seed=50_000, device=device)
-    roll = _windows(cfg, cfg["context"] + cfg["rollout_steps"], cfg["val_rollouts"], seed=60_000, device=device)
     seeds = list(cfg["seeds"])
-    results: dict[tuple[str, int], xr.Dataset] = {}
-    rollout = np.full((len(configs), len(seeds), cfg["rollout_steps"]), np.nan)
     longest = cfg["dyn_steps"] + (cfg["pre_steps"] if "scratch_equal_compute" in configs else 0)
-    for j, seed in enumerate(seeds):
-        batches = _data(cfg, seed, longest, device)
-        for i, config in enumerate(configs):
-            curves, model = _train_one(config, seed, cfg, tokenisers, val, batches(), device, progress)
-            results[config, seed] = curves
-            model.eval()
-            pred = model.rollout(roll[:, :, : cfg["context"]], cfg["rollout_steps"])
-            rollout[i, j] = metrics.vrmse(pred, roll[:, :, cfg["context"] :]).mean(dim=(0, 1)).cpu().numpy()
+    # seed after seed, the longest run of each seed first (the workers then finish together)
+    order = sorted(configs, key=lambda c: c != "scratch_equal_compute")
+    jobs = [(c, seed) for seed in seeds for c in order]
+    share = (dict(cfg), tokenisers, longest, device)
+    if workers == 1:
+        _share(*share)
+    outputs = map_jobs(_dynamics_job, jobs, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
+                       desc=f"{len(jobs)} dynamics runs", progress=progress)
+    if workers > 1:
+        _share(*share)  # this process's own copy of the validation data, for the baselines below
+    results = {job: curves for job, (curves, _) in zip(jobs, outputs)}
+    rollouts = {job: r for job, (_, r) in zip(jobs, outputs)}
+    rollout = np.stack([np.stack([rollouts[c, seed] for seed in seeds]) for c in configs])
+    val, roll = _SHARED["val"], _SHARED["roll"]
 
     # the baseline every forecaster must beat: "nothing changes" (the last true frame, repeated)
     persistence = metrics.vrmse(val[:, :, :-1], val[:, :, 1:]).mean()
     last_seen = roll[:, :, cfg["context"] - 1 : cfg["context"]].expand(-1, -1, cfg["rollout_steps"], *[-1] * (roll.ndim - 3))
     persistence_rollout = metrics.vrmse(last_seen, roll[:, :, cfg["context"] :]).mean(dim=(0, 1))
+    _SHARED.clear()
 
     eval_steps = sorted({int(s) for c in results.values() for s in c.eval_step.values})
     steps = np.arange(1, max(c.sizes["step"] for c in results.values()) + 1)
@@ -220,7 +281,7 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
             "lead": np.arange(1, cfg["rollout_steps"] + 1), "domain": list(recipes), "pre_eval_step": pre_steps,
         },
         attrs={"target": cfg["target"], "cross_domain_systems": ", ".join(others), "pretraining_seconds": pre_seconds,
-               "seconds": time.perf_counter() - start},
+               "seconds": time.perf_counter() - start, "workers": workers},
     )
     return ds
 

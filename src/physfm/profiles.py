@@ -84,32 +84,34 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "pretraining": {
         # target system (generated at `grid`, frames every `interval`, viscosity in target_nu), the
         # other systems for cross-domain pre-training, the tokeniser and processor, both budgets,
-        # seeds, and the rollout (context frames, steps predicted).
+        # seeds, and the rollout (context frames, steps predicted). finetune_lr_scale: the learning
+        # rate of a pre-trained tokeniser when fine-tuned, as a fraction of the processor's;
+        # workers: one-thread processes the runs are shared out to on a CPU (physfm.runtime.map_jobs).
         "smoke": {
             "target": "navier_stokes", "target_nu": (0.005, 0.02), "interval": 0.25,
             "systems": ("navier_stokes", "diffusion", "burgers"), "grid": 16, "frames": 9, "window": 5,
             "buffer": 4, "refresh": 0.25, "channels": (4, 8), "latent": 4, "blocks": 1, "stride": 4,
             "width": 8, "processor_blocks": 1, "pre_steps": 4, "pre_batch": 4, "dyn_steps": 4, "batch": 2,
-            "lr": 2e-3, "warmup": 1, "eval_every": 2, "val_windows": 4, "seeds": (0, 1), "pretrain_seed": 0,
-            "context": 4, "rollout_steps": 4, "val_rollouts": 2, "tape_megabytes": 200,
+            "lr": 2e-3, "warmup": 1, "finetune_lr_scale": 0.1, "eval_every": 2, "val_windows": 4, "seeds": (0, 1),
+            "pretrain_seed": 0, "context": 4, "rollout_steps": 4, "val_rollouts": 2, "tape_megabytes": 200, "workers": 1,
         },
         "cpu": {
-            "target": "navier_stokes", "target_nu": (0.005, 0.02), "interval": 0.25,
+            "target": "navier_stokes", "target_nu": (0.005, 0.02), "interval": 0.5,
             "systems": ("navier_stokes", "diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott"),
-            "grid": 32, "frames": 17, "window": 5, "buffer": 32, "refresh": 0.125, "channels": (8, 32), "latent": 4,
-            "blocks": 1, "stride": 4, "width": 32, "processor_blocks": 2, "pre_steps": 300, "pre_batch": 16,
-            "dyn_steps": 300, "batch": 8, "lr": 2e-3, "warmup": 10, "eval_every": 25, "val_windows": 32,
+            "grid": 32, "frames": 17, "window": 5, "buffer": 32, "refresh": 0.0625, "channels": (8, 32), "latent": 8,
+            "blocks": 1, "stride": 4, "width": 64, "processor_blocks": 3, "pre_steps": 300, "pre_batch": 16,
+            "dyn_steps": 300, "batch": 8, "lr": 2e-3, "warmup": 30, "finetune_lr_scale": 0.1, "eval_every": 25, "val_windows": 32,
             "seeds": (0, 1, 2), "pretrain_seed": 0, "context": 4, "rollout_steps": 12, "val_rollouts": 16,
-            "tape_megabytes": 400,
+            "tape_megabytes": 400, "workers": 2,
         },
         "gpu": {
-            "target": "navier_stokes", "target_nu": (0.002, 0.01), "interval": 0.25,
+            "target": "navier_stokes", "target_nu": (0.002, 0.01), "interval": 0.5,
             "systems": ("navier_stokes", "diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott"),
             "grid": 128, "frames": 33, "window": 9, "buffer": 512, "refresh": 0.125, "channels": (32, 128), "latent": 8,
             "blocks": 3, "stride": 4, "width": 128, "processor_blocks": 4, "pre_steps": 10500, "pre_batch": 64,
-            "dyn_steps": 10500, "batch": 32, "lr": 1e-3, "warmup": 200, "eval_every": 500, "val_windows": 256,
+            "dyn_steps": 10500, "batch": 32, "lr": 1e-3, "warmup": 200, "finetune_lr_scale": 0.1, "eval_every": 500, "val_windows": 256,
             "seeds": (0, 1, 2), "pretrain_seed": 0, "context": 8, "rollout_steps": 24, "val_rollouts": 64,
-            "tape_megabytes": 4000,
+            "tape_megabytes": 4000, "workers": 1,
         },
     },
     "pdefm": {

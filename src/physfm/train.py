@@ -36,6 +36,7 @@ folder, keyed by the hash of their configuration.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -322,8 +323,10 @@ def _curves(losses, lrs, evals, desc, seconds) -> xr.Dataset:
 # A cache of trained models, keyed by configuration
 # ---------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
 def _library_digest() -> str:
-    """Hash of the library's source: a cached model is stale as soon as any of it changes."""
+    """Hash of the library's source: a cached model is stale as soon as any of it changes.
+    Read once per process, so that a run keys all its models alike."""
     h = hashlib.sha256()
     for f in sorted(Path(__file__).parent.glob("*.py")):
         h.update(f.read_bytes())
