@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from physfm import metrics, pde, streams
+from physfm import metrics, pde, pretraining, streams
 from physfm.dynamics import AutoencoderDynamics, SkipScales
 from physfm.lora import count_parameters
 from physfm.pretraining import tokeniser_recipe
@@ -83,12 +83,6 @@ LABELS = {
 }
 
 
-def _unseen_system(pre: Mapping[str, Any]) -> pde.System:
-    """The pre-training chapter's target, with that chapter's viscosity range."""
-    system = pde.get_system(pre["target"])
-    return type(system)(ranges={"nu": tuple(pre["target_nu"])}) if pre.get("target_nu") else system
-
-
 def pretrained_tokeniser(pre: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True):
     """The pre-training chapter's cross-domain tokeniser for its parameters ``pre`` (the
     ``pretraining`` preset): ``(tokeniser, curves, systems it was pre-trained on)``.
@@ -98,10 +92,8 @@ def pretrained_tokeniser(pre: Mapping[str, Any], *, device: torch.device | str =
     others = [s for s in pre["systems"] if s != pre["target"]]
     if not others:
         raise ValueError(f"pretrained_tokeniser: systems {pre['systems']} must include systems other than the target {pre['target']!r}")
-    recipe = tokeniser_recipe(pre, others)
-    ranges = {pre["target"]: {"nu": tuple(pre["target_nu"])}} if pre.get("target_nu") else {}
-    tok, curves = pretrain_tokeniser(recipe, device=device, name="ablation-cross_domain", progress=progress,
-                                     system_options={pre["target"]: {"interval": pre["interval"]}}, system_ranges=ranges)
+    tok, curves = pretrain_tokeniser(tokeniser_recipe(pre, others), device=device, name="ablation-cross_domain", progress=progress,
+                                     system_options={pre["target"]: pretraining._options(pre)}, system_ranges=pretraining._target_ranges(pre))
     return tok, curves, others
 
 
@@ -110,7 +102,7 @@ def _systems(cfg, pre) -> dict[str, tuple[pde.System, dict]]:
     others = [s for s in pre["systems"] if s != pre["target"]]
     if cfg["seen"] not in others:
         raise ValueError(f"run: seen={cfg['seen']!r} must be one of the systems the tokeniser was pre-trained on, {others}")
-    return {cfg["seen"]: (pde.get_system(cfg["seen"]), {}), pre["target"]: (_unseen_system(pre), {"interval": pre["interval"]})}
+    return {cfg["seen"]: (pde.get_system(cfg["seen"]), {}), pre["target"]: (pretraining._target(pre), pretraining._options(pre))}
 
 
 def _trajectories(pre, system, options, n: int, seed: int, device) -> torch.Tensor:
