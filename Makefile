@@ -13,7 +13,6 @@ BIN    := $(VENV)/bin
 CONSTRAINTS := $(VENV)/constraints.txt
 
 export PYTHONUNBUFFERED := 1
-export MPLBACKEND := Agg
 # pyvista renders off-screen through EGL; no display needed
 export VTK_DEFAULT_OPENGL_WINDOW := vtkEGLRenderWindow
 # OpenMP threads sleep while they wait instead of spinning: on a small machine shared with other
@@ -38,14 +37,17 @@ $(VENV)/.test-installed: $(VENV)/.book-installed requirements-test.txt
 
 book: env
 	$(BIN)/jupyter-book build --all .
+	$(BIN)/python tests/check_built_book.py _build/html
 	@echo
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 test: test-env unit notebooks book-check
 	@echo "make test: all checks passed"
 
+# unit tests draw without a display; the notebooks must not (under MPLBACKEND=Agg a Jupyter
+# kernel keeps no figures: plt.show() renders nothing into the page)
 unit: test-env
-	$(BIN)/python -m pytest tests
+	MPLBACKEND=Agg $(BIN)/python -m pytest tests
 
 # every chapter at the smoke profile, executed by nbval (notebooks are stored without outputs)
 notebooks: test-env
@@ -55,6 +57,7 @@ notebooks: test-env
 # cache so smoke outputs never mix with the cpu build of `make book`
 book-check: env
 	PHYSFM_PROFILE=smoke $(BIN)/jupyter-book build --all -W -n --keep-going --path-output _build/smoke .
+	$(BIN)/python tests/check_built_book.py _build/smoke/_build/html
 
 bench: test-env
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c $(CONSTRAINTS)

@@ -101,6 +101,8 @@ def test_runner_returns_curves_of_the_expected_dimensions(smoke_runs):
     assert np.isnan(ds.vrmse.sel(config="scratch", eval_step=last)).all()
     assert not np.isnan(ds.vrmse.sel(config="scratch_equal_compute")).any()
     assert not np.isnan(ds.rollout_vrmse).any()
+    assert ds.persistence_rollout_vrmse.dims == ("lead",) and np.isfinite(ds.persistence_rollout_vrmse).all()
+    assert 0 < float(ds.persistence_vrmse) < 10
     red = pretraining.reductions(ds)
     assert float(red.reduction_percent.sel(config="scratch")) == 0.0
 

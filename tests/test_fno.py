@@ -8,7 +8,7 @@ import pytest
 import torch
 from neuralop.layers.spectral_convolution import SpectralConv as NOSpectralConv
 
-from physfm.fno import FNODecoder, SpectralConv, fourier_resize, max_modes
+from physfm.fno import FNO, FNODecoder, SpectralConv, fourier_resize, max_modes
 
 
 def _copy_from_neuralop(ours: SpectralConv, theirs) -> None:
@@ -100,3 +100,18 @@ def test_bad_input_is_named(call, match):
 
 def test_max_modes():
     assert max_modes((32, 33)) == (32, 32)
+
+
+def test_fno_runs_on_any_grid_and_residual_predicts_the_change():
+    torch.manual_seed(3)
+    net = FNO(2, 2, (6, 6), width=8, blocks=2, residual=True)
+    for shape in [(16, 16), (24, 40)]:
+        u = torch.randn(2, 2, *shape)
+        assert net(u).shape == u.shape
+    with torch.no_grad():
+        net.project[-1].weight.zero_()
+        net.project[-1].bias.zero_()
+    u = torch.randn(1, 2, 16, 16)
+    torch.testing.assert_close(net(u), u)  # a zero projection: no change
+    with pytest.raises(ValueError, match="residual=True needs in_channels == out_channels, got 2 and 3"):
+        FNO(2, 3, (6, 6), residual=True)

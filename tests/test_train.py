@@ -152,3 +152,19 @@ def test_curves_are_saved_with_provenance(tmp_path):
     assert saved.loss.values.tolist() == curves.loss.values.tolist()
     assert results.parameters(saved) == {"what": "test"}
     assert saved.nmse.dims == ("eval_step", "band")
+
+
+def test_parameter_groups_scale_the_learning_rate():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    model = torch.nn.Sequential(a, b)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 2)
+    groups = [{"params": a.parameters()}, {"params": b.parameters(), "lr_scale": 0.0}]
+    train.train(model, lambda m, batch, rng: m(batch).square().mean(), iter([x] * 3), train.TrainConfig(steps=3, lr=1e-2),
+          parameters=groups, progress=False)
+    assert not torch.equal(model[0].weight, before["0.weight"])  # full rate: moved
+    assert torch.equal(model[1].weight, before["1.weight"])  # lr_scale 0: kept
+    with pytest.raises(ValueError, match="lr_scale must be >= 0, got -1.0"):
+        train.train(model, lambda m, batch, rng: m(batch).sum(), iter([x]), train.TrainConfig(steps=1),
+              parameters=[{"params": a.parameters(), "lr_scale": -1}], progress=False)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["SpectralConv", "FNOBlock", "FNODecoder", "max_modes", "fourier_resize"]
+__all__ = ["SpectralConv", "FNOBlock", "FNO", "FNODecoder", "max_modes", "fourier_resize"]
 
 
 def max_modes(shape: Sequence[int]) -> tuple[int, ...]:
@@ -142,6 +142,34 @@ class FNOBlock(nn.Module):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         y = self.spectral(v) + self.pointwise(v)
         return F.gelu(y) if self.activation else y
+
+
+class FNO(nn.Module):
+    """The classic FNO of Li et al. (2021): a 1x1 lift, ``blocks`` FNO blocks (the last without
+    its activation), a two-layer 1x1 projection; ``(n, c_in, *space) -> (n, c_out, *space)`` on
+    any grid that holds ``n_modes``.
+
+    With ``residual=True`` (needs ``c_in == c_out``) it predicts the change of its input,
+    ``u + FNO(u)``, the natural form for a time-stepping operator.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_modes: Sequence[int], *, width: int = 32, blocks: int = 4,
+                 residual: bool = False):
+        super().__init__()
+        d = len(n_modes)
+        if residual and in_channels != out_channels:
+            raise ValueError(f"FNO: residual=True needs in_channels == out_channels, got {in_channels} and {out_channels}")
+        self.residual = residual
+        self.lift = _pointwise(in_channels, width, d)
+        self.blocks = nn.ModuleList([FNOBlock(width, n_modes, activation=i < blocks - 1) for i in range(blocks)])
+        self.project = nn.Sequential(_pointwise(width, 2 * width, d), nn.GELU(), _pointwise(2 * width, out_channels, d))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        h = self.lift(u)
+        for block in self.blocks:
+            h = block(h)
+        out = self.project(h)
+        return u + out if self.residual else out
 
 
 class FNODecoder(nn.Module):

@@ -129,7 +129,11 @@ def _train_one(config: str, seed: int, cfg, tokenisers, val, batches, device, pr
         return {"vrmse": metrics.vrmse(pred, target).mean(), "nmse": err.nmse.mean(dim=(0, 1, 2))}
 
     tc = TrainConfig(steps=steps, lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=seed)
-    curves = train(model, lambda m, b, rng: m.loss(b), batches, tc, evaluate=evaluate,
+    # a pre-trained tokeniser is fine-tuned at finetune_lr_scale times the processor's rate; a
+    # scratch one, which has nothing to keep, learns at the full rate
+    scale = cfg.get("finetune_lr_scale", 1.0) if config.endswith("finetuned") else 1.0
+    groups = [{"params": list(model.processor.parameters())}, {"params": list(model.tokeniser.parameters()), "lr_scale": scale}]
+    curves = train(model, lambda m, b, rng: m.loss(b), batches, tc, evaluate=evaluate, parameters=groups,
                    desc=f"{config} seed {seed}", progress=progress)
     return curves, model
 
@@ -141,7 +145,9 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
 
     Dimensions of the result: ``config``, ``seed``, ``eval_step`` (validation curves; NaN past
     the end of shorter runs), ``band``, ``step`` (training loss), ``lead`` (rollout), and
-    ``pre_eval_step``/``domain`` for the two pre-training runs.
+    ``pre_eval_step``/``domain`` for the two pre-training runs. ``persistence_vrmse`` and
+    ``persistence_rollout_vrmse`` score the forecast "nothing changes" (the last true frame
+    repeated) on the same validation data: a model that does not beat it has learnt no dynamics.
     """
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
@@ -180,6 +186,11 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
             pred = model.rollout(roll[:, :, : cfg["context"]], cfg["rollout_steps"])
             rollout[i, j] = metrics.vrmse(pred, roll[:, :, cfg["context"] :]).mean(dim=(0, 1)).cpu().numpy()
 
+    # the baseline every forecaster must beat: "nothing changes" (the last true frame, repeated)
+    persistence = metrics.vrmse(val[:, :, :-1], val[:, :, 1:]).mean()
+    last_seen = roll[:, :, cfg["context"] - 1 : cfg["context"]].expand(-1, -1, cfg["rollout_steps"], *[-1] * (roll.ndim - 3))
+    persistence_rollout = metrics.vrmse(last_seen, roll[:, :, cfg["context"] :]).mean(dim=(0, 1))
+
     eval_steps = sorted({int(s) for c in results.values() for s in c.eval_step.values})
     steps = np.arange(1, max(c.sizes["step"] for c in results.values()) + 1)
     vr = np.full((len(configs), len(seeds), len(eval_steps)), np.nan)
@@ -199,6 +210,8 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
             "nmse": (("config", "seed", "eval_step", "band"), nm),
             "loss": (("config", "seed", "step"), loss),
             "rollout_vrmse": (("config", "seed", "lead"), rollout),
+            "persistence_vrmse": ((), float(persistence)),
+            "persistence_rollout_vrmse": (("lead",), persistence_rollout.cpu().numpy()),
             "pre_vrmse": (("domain", "pre_eval_step"), np.stack([pre_curves[d].vrmse.values for d in recipes])),
             "pre_nmse": (("domain", "pre_eval_step", "band"), np.stack([pre_curves[d].nmse.values for d in recipes])),
         },

@@ -140,6 +140,51 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "rollout_steps": 24, "val_rollouts": 64,
         },
     },
+    "pdefm": {
+        # one PDE-FM-style model across systems (physfm.multisystem.run): the systems, their corpus
+        # sizes n_i and the sampling temperature T (p_i ~ n_i^(1/T)); generator options per system
+        # (coefficient ranges, frame interval, box) for the grid; trajectories of `frames` frames in
+        # pools of `pool` (chunks of `chunk`, one refreshed every `refresh_every` windows read);
+        # training windows of `window` frames at a stride from `strides`; the model (width of the
+        # adapters, token dim, patch, spectral modes, backbone layers and state, FNO decoder); the
+        # training (steps, batch, generic_fraction of batches through the generic adapter, weight
+        # of the spectral loss); seeds; held_out systems for zero-shot transfer; validation and
+        # rollout; timing of the two backbones at timing_lengths.
+        "smoke": {
+            "systems": ("diffusion", "advection_diffusion", "burgers"), "sizes": (400, 200, 100), "temperature": 3.0,
+            "options": {}, "grid": 16, "frames": 6, "pool": 2, "chunk": 2, "refresh_every": 0,
+            "window": 4, "strides": (1,), "width": 4, "dim": 8, "patch": 4, "spectral_modes": 2, "n_coefficients": 3,
+            "layers": 1, "d_state": 4, "decoder_width": 4, "decoder_modes": 4, "decoder_blocks": 1, "heads": 2, "embed": 4,
+            "steps": 4, "batch": 2, "lr": 2e-3, "warmup": 1, "eval_every": 2, "generic_fraction": 0.25,
+            "spectral_weight": 0.1, "seeds": (0, 1), "held_out": ("advection_diffusion",), "val_trajectories": 2,
+            "context": 3, "rollout_steps": 2, "timing_lengths": (8, 16), "timing_batch": 8,
+        },
+        "cpu": {
+            "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
+            "sizes": (800, 400, 400, 100, 200, 100), "temperature": 3.0,
+            "options": {"navier_stokes": {"interval": 0.25, "ranges": {"nu": (0.005, 0.02)}},
+                        "kuramoto_sivashinsky": {"length": 8 * 3.141592653589793}},
+            "grid": 32, "frames": 13, "pool": 16, "chunk": 4, "refresh_every": 64,
+            "window": 6, "strides": (1, 2), "width": 8, "dim": 32, "patch": 4, "spectral_modes": 4, "n_coefficients": 3,
+            "layers": 2, "d_state": 8, "decoder_width": 8, "decoder_modes": 8, "decoder_blocks": 1, "heads": 2, "embed": 8,
+            "steps": 220, "batch": 4, "lr": 4e-3, "warmup": 20, "eval_every": 55, "generic_fraction": 0.2,
+            "spectral_weight": 0.1, "seeds": (0, 1), "held_out": ("navier_stokes",), "val_trajectories": 8,
+            "context": 5, "rollout_steps": 8, "timing_lengths": (8, 32, 128, 512, 2048), "timing_batch": 16,
+        },
+        "gpu": {
+            "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
+            "sizes": (800, 400, 400, 100, 200, 100), "temperature": 3.0,
+            "options": {"navier_stokes": {"interval": 0.25, "ranges": {"nu": (0.003, 0.015)}}},
+            "grid": 64, "frames": 33, "pool": 256, "chunk": 16, "refresh_every": 512,
+            "window": 17, "strides": (1, 2), "width": 32, "dim": 128, "patch": 4, "spectral_modes": 8, "n_coefficients": 3,
+            "layers": 4, "d_state": 16, "decoder_width": 64, "decoder_modes": 16, "decoder_blocks": 2, "heads": 4, "embed": 16,
+            "steps": 20000, "batch": 32, "lr": 1e-3, "warmup": 500, "eval_every": 1000, "generic_fraction": 0.2,
+            "spectral_weight": 0.1, "seeds": (0, 1, 2),
+            "held_out": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
+            "val_trajectories": 64, "context": 8, "rollout_steps": 24, "timing_lengths": (16, 64, 256, 1024, 4096),
+            "timing_batch": 256,
+        },
+    },
     "scan": {
         # lengths/repeats: the timing figure; hold_*: the selective-hold toy (each of the two
         # models: selective and LTI), width/state of its Mamba block; grid/frames/modes: the 1D
@@ -174,6 +219,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "decoder_crops": 96, "decoder_modes": 8, "decoder_width": 24, "decoder_steps": 300},
         "gpu": {"grid": 64, "n_train": 4096, "n_test": 64, "width": 64, "modes": 16, "blocks": 4, "batch": 64, "steps": 10000,
                 "decoder_crops": 2048, "decoder_modes": 16, "decoder_width": 64, "decoder_steps": 5000},
+    },
+    "generating": {
+        # system/field: the fields to generate (one field of one system, normalised per trajectory
+        # as the stream does), on a `grid` box; n_train trajectories of `frames` frames to learn
+        # from, n_eval fields (one per fresh trajectory) in each of the two truth sets; the
+        # tokeniser is the "tokeniser" chapter's at the same profile, used at spatial `stride`;
+        # width/blocks of the velocity network, its training, and the sampler's steps and method.
+        "smoke": {"system": "gray_scott", "field": "v", "grid": 32, "frames": 3, "n_train": 4, "n_eval": 4, "stride": 4,
+                  "width": 8, "blocks": 1, "steps": 4, "batch": 4, "lr": 2e-3, "warmup": 1, "sample_steps": 2, "method": "heun"},
+        "cpu": {"system": "gray_scott", "field": "v", "grid": 64, "frames": 9, "n_train": 96, "n_eval": 96, "stride": 4,
+                "width": 32, "blocks": 4, "steps": 1200, "batch": 32, "lr": 2e-3, "warmup": 50, "sample_steps": 24, "method": "heun"},
+        "gpu": {"system": "gray_scott", "field": "v", "grid": 128, "frames": 17, "n_train": 2048, "n_eval": 512, "stride": 4,
+                "width": 128, "blocks": 8, "steps": 50000, "batch": 128, "lr": 1e-3, "warmup": 1000, "sample_steps": 64, "method": "heun"},
     },
     "metrics": {
         # n_grid: side of the square test fields; n_samples: random fields averaged per point

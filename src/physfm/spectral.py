@@ -33,7 +33,9 @@ __all__ = [
     "autocorrelation",
     "dealias_mask",
     "gaussian_random_field",
+    "gaussian_random_field_like",
     "radial_spectrum",
+    "radial_correlation",
 ]
 
 BANDS = ("low", "mid", "high")
@@ -168,6 +170,33 @@ def autocorrelation(x: torch.Tensor, n_spatial: int) -> torch.Tensor:
     return corr / zero[(...,) + (None,) * n_spatial]
 
 
+def radial_correlation(x: torch.Tensor, n_spatial: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-point correlation as a function of distance: :func:`autocorrelation` averaged over shells.
+
+    ``rho(r) = mean of rho(s) over the lags s with round(|s|) = r`` cells, for
+    ``r = 0, 1, ..., floor(min N / 2)``; lag ``s_i`` runs over ``-N_i/2 ... N_i/2 - 1`` (the
+    circular lags, in the order of ``fftfreq``), so ``rho(0) = 1`` and a pure cosine of ``m``
+    periods along a 1D box gives ``rho(r) = cos(2 pi m r / N)``.
+
+    Returns:
+        ``(r, rho)``: distances, shape ``(R,)``, and correlations, shape ``(*x.shape[:-n_spatial], R)``.
+    """
+    if not 1 <= n_spatial <= 3 or x.ndim < n_spatial:
+        raise ValueError(f"radial_correlation: n_spatial must be 1..3 and at most x.ndim={x.ndim}, got {n_spatial}")
+    shape = tuple(x.shape[-n_spatial:])
+    rho = autocorrelation(x, n_spatial)
+    lags = [torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=x.device) for n in shape]
+    dist2 = sum(lag.reshape([-1 if i == j else 1 for j in range(n_spatial)]) ** 2 for i, lag in enumerate(lags))
+    shell = torch.round(torch.sqrt(dist2)).long().flatten()
+    n_shells = min(shape) // 2 + 1
+    keep = shell < n_shells
+    flat = rho.flatten(start_dim=x.ndim - n_spatial)[..., keep]
+    total = torch.zeros(*flat.shape[:-1], n_shells, dtype=flat.dtype, device=x.device)
+    total.index_add_(-1, shell[keep], flat)
+    count = torch.bincount(shell[keep], minlength=n_shells).to(flat.dtype)
+    return torch.arange(n_shells), total / count
+
+
 def dealias_mask(
     shape: Sequence[int], *, real: bool = True, device: torch.device | str | None = None
 ) -> torch.Tensor:
@@ -228,6 +257,38 @@ def gaussian_random_field(
     field = field - field.mean(dim=dims, keepdim=True)
     field = field / field.std(dim=dims, keepdim=True)
     return field.to(device=device, dtype=dtype)
+
+
+def gaussian_random_field_like(
+    reference: torch.Tensor,
+    n_spatial: int,
+    *,
+    batch: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Gaussian random fields with the mode-by-mode mean power spectrum of ``reference``.
+
+    With ``P_k = mean |FFT(x)_k|^2`` over the reference fields (every leading index is one field)
+    and white noise ``w``, the fields ``IFFT(sqrt(P_k / N) FFT(w))`` (``N`` grid points) have
+    ``E |FFT_k|^2 = P_k`` at every wavenumber: the same mean spectrum, hence (Wiener-Khinchin)
+    the same mean two-point correlation, as the reference, but Gaussian values and random
+    phases. ``P_k = P_{-k}`` for real fields, so the result is real. The baseline a generative
+    model must beat to show it learnt more than second-order statistics.
+
+    Returns:
+        ``(batch, *reference.shape[-n_spatial:])``, in the reference's dtype and device.
+    """
+    if not 1 <= n_spatial <= 3 or reference.ndim < n_spatial:
+        raise ValueError(f"gaussian_random_field_like: n_spatial must be 1..3 and at most reference.ndim={reference.ndim}, got {n_spatial}")
+    if batch < 1:
+        raise ValueError(f"gaussian_random_field_like: batch must be >= 1, got {batch}")
+    shape = tuple(reference.shape[-n_spatial:])
+    dims = tuple(range(-n_spatial, 0))
+    ref = reference.detach().to(torch.float64).reshape(-1, *shape)
+    power = (torch.fft.fftn(ref, dim=dims).abs() ** 2).mean(0) / math.prod(shape)
+    noise = torch.randn((batch, *shape), generator=generator, dtype=torch.float64).to(ref.device)
+    field = torch.fft.ifftn(torch.sqrt(power) * torch.fft.fftn(noise, dim=dims), dim=dims).real
+    return field.to(reference.dtype)
 
 
 def radial_spectrum(x: torch.Tensor, n_spatial: int) -> tuple[torch.Tensor, torch.Tensor]:

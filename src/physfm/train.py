@@ -156,7 +156,9 @@ def train(
     """Train ``model`` for ``config.steps`` AdamW steps and return its learning curves.
 
     Args:
-        parameters: what to optimise (default: every parameter with ``requires_grad``).
+        parameters: what to optimise (default: every parameter with ``requires_grad``), or
+            parameter groups ``[{"params": [...], "lr_scale": 0.1}, ...]`` whose learning rate is
+            ``lr_scale`` times the schedule's (fine-tuning pre-trained weights more gently).
         checkpoint: file to save to and resume from; ``None`` for no checkpoints.
         state: extra objects with ``state_dict``/``load_state_dict`` to checkpoint (data streams);
             ``batches`` itself is added when it has both methods.
@@ -166,10 +168,11 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
-    params_list = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+    groups = _param_groups(parameters if parameters is not None else model.parameters())
+    params_list = [p for g in groups for p in g["params"]]
     if not params_list:
         raise ValueError("train: nothing to train: no parameter requires a gradient")
-    opt = torch.optim.AdamW(params_list, lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     rng = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     lrs: list[float] = []
@@ -247,7 +250,7 @@ def train(
     while step < config.steps:
         lr = config.lr_at(step)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         loss = loss_fn(model, next(it), rng)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"train: loss became {loss.item()} at step {step}; lower lr (now {lr:g})")
@@ -275,6 +278,24 @@ def train(
 
         save(curves, results, params=dict(params) if params is not None else asdict(config), device=params_list[0].device)
     return curves
+
+
+def _param_groups(parameters: Iterable) -> list[dict[str, Any]]:
+    """Parameters, or groups of them with an ``lr_scale``, as optimiser groups of the trainable ones."""
+    items = list(parameters)
+    if not all(isinstance(g, Mapping) for g in items):
+        items = [{"params": items}]
+    groups = []
+    for g in items:
+        if set(g) - {"params", "lr_scale"}:
+            raise ValueError(f"train: a parameter group may hold 'params' and 'lr_scale', got keys {sorted(g)}")
+        scale = float(g.get("lr_scale", 1.0))
+        if scale < 0:
+            raise ValueError(f"train: lr_scale must be >= 0, got {scale}")
+        params = [p for p in g["params"] if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr_scale": scale})
+    return groups
 
 
 def _curves(losses, lrs, evals, desc, seconds) -> xr.Dataset:
