@@ -525,3 +525,84 @@ def test_kept_original_weight_travels_with_the_module():
     assert model[0]._original.dtype == torch.float64 and "0._original" not in model.state_dict()
     unmerge_lora(model)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+# --------------------------------------------------------------------------------------------
+# layers with their own forward that name their kernel (the tokeniser's layers)
+
+
+def _tokeniser_layers():
+    from physfm.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv
+
+    torch.manual_seed(0)
+    return {
+        "spatial": (SpatialConv(3, 5, 3, spatial_dims=2), (torch.randn(2, 3, 4, 8, 8),)),
+        "time": (CausalTimeConv(3, 4, 3), (torch.randn(2, 3, 5, 6, 6),)),
+        "patch": (FlexPatch(3, 6, patch=4, time_patch=2, spatial_dims=2), (torch.randn(2, 3, 5, 8, 8), 2, 2)),
+        "unpatch": (FlexUnpatch(6, 3, patch=4, time_patch=2, spatial_dims=2), (torch.randn(2, 6, 3, 2, 2), 4, 2)),
+    }
+
+
+@pytest.mark.parametrize("case", ["spatial", "time", "patch", "unpatch"])
+def test_lora_kernel_runs_the_layer_with_the_adapted_kernel(case):
+    from physfm.lora import LoRAKernel
+
+    layer, args = _tokeniser_layers()[case]
+    model = Holder(copy.deepcopy(layer))
+    inject_lora(model, "layer", r=2, alpha=3)
+    lora = model.layer
+    assert isinstance(lora, LoRAKernel) and lora.weight_name == type(layer).lora_weight
+    assert torch.equal(model(*args), layer(*args))  # B = 0: the layer itself, bit for bit
+    _randomise(lora)
+    ref = copy.deepcopy(layer)
+    with torch.no_grad():
+        w = getattr(ref, lora.weight_name)
+        w.add_(lora.scaling * torch.einsum("or,r...->o...", lora.lora_B, lora.lora_A))
+    torch.testing.assert_close(model(*args), ref(*args), rtol=1e-5, atol=1e-5)
+    out = model(*args)
+    merge_lora(model)
+    assert torch.equal(model(*args), out)
+    unmerge_lora(model)
+    assert torch.equal(getattr(lora.base, lora.weight_name), getattr(layer, lora.weight_name))
+
+
+def test_lora_kernel_trains_only_the_factors_and_reads_the_layer_through():
+    from physfm.compression import FlexPatch
+
+    model = Holder(FlexPatch(2, 4, patch=4, time_patch=1, spatial_dims=2))
+    inject_lora(model, "layer", r=2)
+    _randomise(model.layer)
+    model(torch.randn(1, 2, 3, 8, 8), 4, 1).square().sum().backward()
+    for name, p in model.named_parameters():
+        if name.endswith(("lora_A", "lora_B")):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert not p.requires_grad and p.grad is None, name
+    assert model.layer.strides == (1, 2, 4)  # the layer's own attributes, through the wrapper
+    with pytest.raises(ValueError, match="spatial stride 3"):
+        model.layer.check_stride(3, 1)
+
+
+def test_lora_kernel_refuses_dropout_and_the_factored_path():
+    from physfm.compression import SpatialConv
+
+    with pytest.raises(ValueError, match="dropout must be 0"):
+        inject_lora(Holder(SpatialConv(2, 2)), "layer", r=1, dropout=0.1)
+    model = Holder(SpatialConv(2, 2))
+    inject_lora(model, "layer", r=1)
+    model.layer.path = "factored"
+    with pytest.raises(ValueError, match="no factored form"):
+        model(torch.randn(1, 2, 2, 4, 4))
+
+
+def test_adaptable_names_every_kernel_of_the_tokeniser():
+    from physfm.autoencoder import Tokeniser
+    from physfm.lora import adaptable
+
+    tok = Tokeniser(spatial_dims=2, channels=(4, 8), latent=2, blocks=1, patch=2, time_patch=1, stride=2)
+    names = adaptable(tok)
+    assert names == ["stem", "down", "enc_blocks.0.space", "enc_blocks.0.time", "enc_out.2",
+                     "dec_in", "dec_blocks.0.space", "dec_blocks.0.time", "up", "dec_out.2"]
+    inject_lora(tok, names, r=1)
+    assert adaptable(tok) == []  # nothing left to adapt, and the wrapped layers are not listed again
+    assert adaptable(Net()) == ["encoder.0", "encoder.1", "encoder.2", "head"]

@@ -87,6 +87,8 @@ def latent_frames(frames: int, time_stride: int) -> int:
 class SpatialConv(nn.Module):
     """A per-frame spatial convolution with circular padding (kernel ``k``, odd), any of 1-3D."""
 
+    lora_weight = "weight"  # the kernel physfm.lora adapts (see physfm.lora.LoRAKernel)
+
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, spatial_dims: int = 2, bias: bool = True):
         super().__init__()
         if kernel % 2 != 1:
@@ -110,6 +112,8 @@ class SpatialConv(nn.Module):
 
 class CausalTimeConv(nn.Module):
     """A per-point temporal convolution that pads only the past: output ``t`` sees inputs ``<= t``."""
+
+    lora_weight = "weight"
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, bias: bool = True):
         super().__init__()
@@ -142,6 +146,7 @@ class _Flex(nn.Module):
     """Shared machinery of FlexPatch and FlexUnpatch: base kernels and stride checks."""
 
     pool = "sum"
+    lora_weight = "space_weight"  # LoRA adapts the spatial base kernel (pooled per stride as before)
 
     def __init__(self, c_in: int, c_out: int, *, patch: int, time_patch: int, spatial_dims: int):
         super().__init__()

@@ -56,6 +56,14 @@ would be off by rounding). The price is one copy of the adapted weights while me
 :func:`unload_lora` replaces every adapted layer by its (optionally merged) base layer. A merged
 model's ``state_dict`` holds merged base weights: save adapters with :func:`lora_state_dict`.
 
+**Layers with their own forward.** The tokeniser's layers (:mod:`physfm.compression`) run their
+own convolutions (time folded into the batch, circular padding, patch kernels pooled per stride),
+so they are not ``nn.Conv`` modules and LoRAConv cannot run them. Such a layer names the parameter
+that holds its kernel in a class attribute, ``lora_weight = "weight"``; :class:`LoRAKernel` then
+treats that kernel, of any shape ``(d_0, *rest)``, as the matrix ``d_0 x prod(rest)`` (as
+LoRAConv does), and runs the layer's own forward with ``W + s B A`` in its place: the folded
+path, always (there is no factored form of a forward it does not know, hence no dropout).
+
 Tensors: ``nn.Linear`` takes ``(..., n_in)``; convolutions take ``(batch, c_in, *space)`` with
 1-3 spatial axes (a ``(batch, field, time, *space)`` tensor reaches a 3D convolution as is).
 """
@@ -78,7 +86,9 @@ __all__ = [
     "LoRALinear",
     "LoRAConv",
     "LoRAConvTranspose",
+    "LoRAKernel",
     "SUPPORTED",
+    "adaptable",
     "inject_lora",
     "lora_layers",
     "lora_state_dict",
@@ -111,6 +121,8 @@ class LoRALayer(nn.Module):
 
     lora_A: nn.Parameter
     lora_B: nn.Parameter
+    #: the name of the base layer's parameter that LoRA adapts
+    weight_name: str = "weight"
     #: whether ``path="auto"`` folds while the adapter needs gradients (see the module docstring)
     fold_with_grad: bool = True
 
@@ -137,7 +149,7 @@ class LoRALayer(nn.Module):
         self.merged = False
         # the weight before merge(): a buffer, so it follows .to(), but not saved in state_dict
         self.register_buffer("_original", None, persistent=False)
-        weight = base.weight
+        weight = self.base_weight
         a_shape, b_shape, fan_in = self._factor_shapes()
         # A: Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the
         # default of nn.Linear/nn.Conv and of Hu et al.'s code; drawn on the generator's device.
@@ -174,6 +186,11 @@ class LoRALayer(nn.Module):
         raise NotImplementedError
 
     # ---- shared machinery -------------------------------------------------------------------
+    @property
+    def base_weight(self) -> nn.Parameter:
+        """The base layer's adapted parameter (``base.weight`` unless :attr:`weight_name` says otherwise)."""
+        return getattr(self.base, self.weight_name)
+
     def delta_weight(self) -> torch.Tensor:
         """The scaled correction ``s B A`` in the shape of ``base.weight`` (differentiable)."""
         return self._delta() * self.scaling
@@ -222,7 +239,7 @@ class LoRALayer(nn.Module):
         """Fold ``s ΔW`` into ``base.weight`` in place; keep the original weight for :meth:`unmerge`."""
         if self.merged:
             return
-        weight = self.base.weight
+        weight = self.base_weight
         merged = self.folded_weight()  # the same arithmetic as the folded forward
         self._original = weight.detach().clone()
         weight.copy_(merged)
@@ -233,7 +250,7 @@ class LoRALayer(nn.Module):
         """Restore the base weight exactly as it was before :meth:`merge` (bit for bit)."""
         if not self.merged:
             return
-        self.base.weight.copy_(self._original)
+        self.base_weight.copy_(self._original)
         self._original = None
         self.merged = False
 
@@ -414,6 +431,66 @@ class LoRAConvTranspose(LoRALayer):
         return y.add_(self._conv_t(h, b, None, op), alpha=self.scaling)
 
 
+class LoRAKernel(LoRALayer):
+    """LoRA around a layer with its own forward that names its kernel in ``lora_weight``.
+
+    The kernel ``W`` (any shape ``(d_0, *rest)``) is the matrix ``d_0 x prod(rest)``: ``A`` has
+    shape ``(r, *rest)`` and ``B`` ``(d_0, r)``, so for a convolution kernel ``(c_out, c_in, *k)``
+    this is LoRAConv's factorisation. The forward is the layer's own, run with ``W + s B A`` in
+    place of ``W`` (:func:`torch.func.functional_call`); the layer checks its input itself, and
+    every other argument (a stride chosen per call, say) passes through. The layer's other
+    attributes and methods (a patch layer's ``check_stride``) are read through the wrapper, so the
+    model around it runs unchanged.
+    """
+
+    def __init__(self, base: nn.Module, r: int, alpha: float | None = None, dropout: float = 0.0, **kwargs):
+        name = getattr(type(base), "lora_weight", None)
+        if not isinstance(name, str) or not isinstance(getattr(base, name, None), nn.Parameter):
+            raise TypeError(f"LoRAKernel: a {type(base).__name__} does not name its kernel parameter in `lora_weight`")
+        if dropout:
+            raise ValueError(f"LoRAKernel: dropout must be 0 (got {dropout}): the adapter is folded into the kernel of "
+                             f"{type(base).__name__}'s own forward, so its input cannot be dropped")
+        self.weight_name = name
+        super().__init__(base, r, alpha, dropout, **kwargs)
+
+    def _factor_shapes(self):
+        w = self.base_weight
+        return (self.r, *w.shape[1:]), (w.shape[0], self.r), math.prod(w.shape[1:])
+
+    def _delta(self):
+        return torch.tensordot(self.lora_B, self.lora_A, dims=1)
+
+    def folded_weight(self):
+        w = self.base_weight
+        flat = torch.addmm(rearrange(w, "o ... -> o (...)"), self.lora_B,
+                           rearrange(self.lora_A, "r ... -> r (...)"), alpha=self.scaling)
+        return flat.view(w.shape)
+
+    def _check(self, x):
+        pass  # the base layer checks its own input
+
+    def _fold(self, x):
+        if self.path not in ("auto", "folded"):
+            raise ValueError(f"LoRAKernel: path must be 'auto' or 'folded' (a layer with its own forward has no "
+                             f"factored form), got {self.path!r}")
+        return True
+
+    def _run(self, x, weight, *args):
+        return torch.func.functional_call(self.base, {self.weight_name: weight}, (x, *args))
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self.__dict__.get("_modules", {}).get("base")
+            if base is None:
+                raise
+            return getattr(base, name)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight_name}, " + super().extra_repr()
+
+
 SUPPORTED: dict[type[nn.Module], type[LoRALayer]] = {
     nn.Linear: LoRALinear,
     nn.Conv1d: LoRAConv,
@@ -427,6 +504,8 @@ SUPPORTED: dict[type[nn.Module], type[LoRALayer]] = {
 
 def _lora_class(name: str, module: nn.Module) -> type[LoRALayer]:
     """The LoRA wrapper for ``module``; TypeError if its type (or a custom forward) is not supported."""
+    if isinstance(getattr(type(module), "lora_weight", None), str):
+        return LoRAKernel
     for kind in type(module).__mro__:
         if kind in SUPPORTED:
             if type(module).forward is not kind.forward or getattr(type(module), "_conv_forward", None) \
@@ -437,7 +516,27 @@ def _lora_class(name: str, module: nn.Module) -> type[LoRALayer]:
             return SUPPORTED[kind]
     supported = ", ".join(k.__name__ for k in SUPPORTED)
     raise TypeError(f"inject_lora: module {name!r} is a {type(module).__name__}; LoRA supports {supported} "
-                    "(narrow the target pattern so it matches only those)")
+                    "and layers that name their kernel in `lora_weight` (narrow the target pattern so it matches only those)")
+
+
+def _adaptable(module: nn.Module) -> bool:
+    try:
+        _lora_class("", module)
+    except TypeError:
+        return False
+    return not isinstance(module, LoRALayer)
+
+
+def adaptable(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` that :func:`inject_lora` can wrap, in model order
+    (pass them as ``targets`` to adapt every one of them)."""
+    return [name for name, m in model.named_modules() if name and _adaptable(m)
+            and not any(isinstance(p, LoRALayer) for p in _parents(model, name))]
+
+
+def _parents(model: nn.Module, name: str) -> list[nn.Module]:
+    parts = name.split(".")
+    return [model.get_submodule(".".join(parts[:i])) for i in range(1, len(parts))]
 
 
 def _matches(names: Iterable[str], pattern: str, regex: bool) -> list[str]:
@@ -497,8 +596,8 @@ def inject_lora(
         except re.error as err:
             raise ValueError(f"inject_lora: target {pattern!r} is not a valid regular expression ({err})") from None
         if not hits:
-            adaptable = [n for n, m in modules.items() if type(m) in SUPPORTED]
-            shown = ", ".join(adaptable[:8]) + (", ..." if len(adaptable) > 8 else "")
+            names = adaptable(model)
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             kind = "regex" if regex else "glob"
             raise ValueError(f"inject_lora: target {pattern!r} ({kind}) matches no module name; "
                              f"adaptable modules are: {shown or 'none'}")

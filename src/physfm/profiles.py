@@ -114,6 +114,34 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "tape_megabytes": 4000, "workers": 1,
         },
     },
+    "finetuning": {
+        # The tokeniser and the data grid are the pre-training chapter's at the same profile (its
+        # cross-domain tokeniser; its target is the unseen system). seen: a system the tokeniser
+        # was pre-trained on; configs: names of physfm.finetuning.CONFIGS; rank: LoRA rank;
+        # width/transform_blocks: the latent transform's f; train_trajectories: the fine-tuning
+        # set of each system; dyn_steps/batch/lr/warmup/eval_every/seeds: the training of every
+        # configuration; val_windows: validation windows; context/rollout_steps/val_rollouts:
+        # the rollout (true frames, frames predicted, trajectories).
+        "smoke": {
+            "seen": "burgers", "configs": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips"),
+            "rank": 2, "width": 8, "transform_blocks": 1, "train_trajectories": 2, "dyn_steps": 4, "batch": 2,
+            "lr": 1e-2, "warmup": 1, "eval_every": 2, "seeds": (0, 1), "val_windows": 4, "context": 4,
+            "rollout_steps": 4, "val_rollouts": 2,
+        },
+        "cpu": {
+            "seen": "kuramoto_sivashinsky", "configs": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips"),
+            "rank": 4, "width": 16, "transform_blocks": 1, "train_trajectories": 16, "dyn_steps": 150, "batch": 8,
+            "lr": 1e-2, "warmup": 10, "eval_every": 25, "seeds": (0, 1, 2), "val_windows": 32, "context": 4,
+            "rollout_steps": 12, "val_rollouts": 8,
+        },
+        "gpu": {
+            "seen": "kuramoto_sivashinsky",
+            "configs": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips", "lora_transform", "lora_skips"),
+            "rank": 16, "width": 64, "transform_blocks": 2, "train_trajectories": 256, "dyn_steps": 5000, "batch": 32,
+            "lr": 2e-3, "warmup": 200, "eval_every": 250, "seeds": (0, 1, 2), "val_windows": 256, "context": 8,
+            "rollout_steps": 24, "val_rollouts": 64,
+        },
+    },
     "pdefm": {
         # one PDE-FM-style model across systems (physfm.multisystem.run): the systems, their corpus
         # sizes n_i and the sampling temperature T (p_i ~ n_i^(1/T)); generator options per system
