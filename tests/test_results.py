@@ -72,3 +72,25 @@ def test_where_results_go(monkeypatch, tmp_path):
     assert results.path_for("pretraining", "smoke").is_relative_to(root / "_build")
     monkeypatch.setenv("PHYSFM_RESULTS", str(tmp_path))
     assert results.path_for("pretraining", "cpu", "seeds") == tmp_path / "pretraining" / "seeds.nc"
+
+
+def test_dirty_means_code_changed_not_results(tmp_path, monkeypatch):
+    """A rewritten result under results/ leaves a run clean; an edited source file does not."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "cpu.nc").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(results, "repo_root", lambda: tmp_path)
+
+    assert results.provenance({}, "cpu")["git_dirty"] == "false"
+    (tmp_path / "results" / "cpu.nc").write_text("new\n")
+    assert results.provenance({}, "cpu")["git_dirty"] == "false"
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert results.provenance({}, "cpu")["git_dirty"] == "true"

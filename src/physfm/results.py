@@ -79,12 +79,14 @@ def provenance(params: Mapping[str, Any], device: torch.device | str) -> dict[st
     """The provenance attributes of a run, all plain ``str`` (NetCDF rejects str subclasses).
 
     ``git_dirty`` is ``"true"`` when tracked files differ from the commit, so a reader can tell
-    a result of committed code from one of work in progress.
+    a result of committed code from one of work in progress. Files under ``results/`` do not
+    count: they are what runs write, not code, and ``make book`` rewrites them chapter after
+    chapter, so counting them would mark every chapter after the first as work in progress.
     """
     from physfm import __version__
 
     commit = _git("rev-parse", "HEAD") or "unknown"
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     dirty = "unknown" if status is None else str(bool(status)).lower()
     return {
         "git_commit": str(commit),
