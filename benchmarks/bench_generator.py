@@ -98,14 +98,14 @@ def bench_solvers(shapes, repeats: int) -> list[tuple]:
 def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     """Crops/s the stream supplies and crops/s tokeniser training consumes, at the tokeniser
     chapter's cpu recipe (``profiles.resolve("tokeniser", "cpu")``: six systems, 64x64 grid,
-    17 frames, crops 5x32x32, buffer 48 refreshed by 1/8 every 48 crops, batch 16).
+    17 frames, crops 5x32x32, buffer 48 of which 6 are replaced every 384 crops, batch 16).
 
     Supply is measured end to end in the steady state: crops read from the stream, including
     the regeneration of the refreshed trajectories that happens inline while it is read (the
     initial filling of the buffer, a one-off, is not counted). Consumption: optimiser steps of
     the real :class:`~physfm.autoencoder.Tokeniser` with a random compression ratio per step, as
     in :func:`physfm.train.pretrain_tokeniser`. The two are interleaved, one refresh period
-    (``buffer`` crops) of each in turn, for ``cycles`` rounds of every system being refreshed,
+    (``refresh_every`` crops) of each in turn, for ``cycles`` rounds of every system being refreshed,
     so that load from other users of the machine hits both alike.
     """
     from physfm import profiles, streams, train
@@ -115,7 +115,7 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     crop = (r["crop_t"], r["crop"], r["crop"])
     shape = (r["grid"],) * 2
     stream = streams.CropStream(r["systems"], shape=shape, frames=r["frames"], crop=crop,
-                                size=r["buffer"], refresh=r["refresh"], seed=0)
+                                size=r["buffer"], refresh=r["refresh"], refresh_every=r.get("refresh_every"), seed=0)
     sampling = streams.CropStream(r["systems"], shape=shape, frames=r["frames"], crop=crop,
                                   size=len(r["systems"]), refresh=0.0, seed=0)  # cutting crops only
     stream._ensure_buffer()  # fill once, not timed
@@ -141,7 +141,7 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
             next(it)
 
     step()  # warm-up
-    period = r["buffer"]  # crops between two refreshes
+    period = r.get("refresh_every") or r["buffer"]  # crops between two refreshes
     steps = max(1, round(period / r["batch"]))
     seconds = {"stream": 0.0, "cut": 0.0, "train": 0.0}
     its = {"stream": iter(stream), "cut": iter(sampling)}
@@ -155,7 +155,7 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     supplied = rounds * period / seconds["stream"]
     consumed = rounds * steps * r["batch"] / seconds["train"]
     per_crop = seconds["cut"] / (rounds * period)  # cutting a crop out of the buffer
-    reads = r["buffer"] / round(r["refresh"] * r["buffer"])  # crops read per generated trajectory
+    reads = period / round(r["refresh"] * r["buffer"])  # crops read per generated trajectory
     per_traj = (1 / supplied - per_crop) * reads  # generating one trajectory (systems mixed)
     params = sum(p.numel() for p in model.parameters())
     print(f"\ntokeniser (cpu recipe): {params / 1e3:.0f}k parameters, crops {crop}, batch {r['batch']}; stream: "
@@ -164,7 +164,7 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     target = 1 / (5 * consumed)
     if target > per_crop:
         print(f"supply would reach 5x consumption with each trajectory read {per_traj / (target - per_crop):.0f} times "
-              f"(refresh = {(target - per_crop) / per_traj:.3f}; the recipe has {r['refresh']})")
+              f"(the recipe reads each {reads:.0f} times)")
     return supplied, consumed
 
 

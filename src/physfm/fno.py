@@ -22,7 +22,10 @@ FFT holds only non-negative frequencies, that is ``0 ... m//2``.
 **Speed.** The contraction over channels, one small complex matrix product per mode, is done as
 a single batched *real* matrix product: with the kept modes as the batch and a complex number as
 a real pair, ``[x_r, x_i] @ [[W_r, W_i], [-W_i, W_r]] = [Re(xW), Im(xW)]``. A batched real GEMM
-is what CPUs (and GPUs) do fastest; a per-mode complex einsum runs at a few GFLOP/s.
+is what CPUs (and GPUs) do fastest; a per-mode complex einsum runs at a few GFLOP/s. The
+transforms are pruned: one axis at a time, keeping only the kept modes after each, so every
+full FFT but the first runs on the kept columns only (1.15-1.3x faster forward+backward than
+``rfftn`` of everything at 64^2-128^2 and 32^3; ``benchmarks/bench_fno.py``).
 
 :class:`FNODecoder` decodes tokeniser latents ``(n, c, [t,] *latent_space)`` into fields
 ``(n, fields, [t,] *out_space)`` at any output resolution: a 1x1 lift, a spectral convolution
@@ -97,12 +100,7 @@ class SpectralConv(nn.Module):
             raise ValueError(f"SpectralConv: out_shape must have {self.d} sizes, got {out_shape}")
         self._check_grid(shape, "input")
         self._check_grid(out_shape, "output")
-        dims = tuple(range(-self.d, 0))
-        xh = torch.fft.rfftn(x, dim=dims, norm="forward")
-        idx_in = _mode_indices(self.n_modes, shape, x.device)
-        sel = xh
-        for i, idx in enumerate(idx_in):
-            sel = sel.index_select(2 + i, idx)  # (n, c_in, *kept)
+        sel = _kept_modes(x, self.n_modes)  # (n, c_in, *kept)
         n = x.shape[0]
         # modes as the batch of one real matrix product: (M, n, 2 c_in) @ (M, 2 c_in, 2 c_out)
         xs = torch.view_as_real(rearrange(sel, "n c ... -> (...) n c").contiguous())
@@ -115,12 +113,7 @@ class SpectralConv(nn.Module):
         ys = torch.view_as_complex(ys.contiguous())
         ys = ys.reshape(*self.kept, n, self.out_channels)
         ys = ys.permute(self.d, self.d + 1, *range(self.d))  # (n, c_out, *kept)
-        out_rfft = (*out_shape[:-1], out_shape[-1] // 2 + 1)
-        oh = torch.zeros(n, self.out_channels, *out_rfft, dtype=ys.dtype, device=x.device)
-        idx_out = _mode_indices(self.n_modes, out_shape, x.device)
-        grids = torch.meshgrid(*idx_out, indexing="ij")
-        oh[(slice(None), slice(None), *grids)] = ys
-        y = torch.fft.irfftn(oh, s=out_shape, dim=dims, norm="forward")
+        y = _from_kept_modes(ys, self.n_modes, out_shape)
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, *[1] * self.d)
         return y
@@ -230,6 +223,38 @@ def _mode_indices(n_modes: Sequence[int], shape: Sequence[int], device=None) -> 
     return out
 
 
+def _kept_modes(x: torch.Tensor, n_modes: Sequence[int]) -> torch.Tensor:
+    """The Fourier coefficients ``rfftn(x, norm="forward")`` of ``(n, c, *space)`` at the kept
+    modes only, ``(n, c, *kept)`` in frequency order.
+
+    One axis at a time, dropping the modes not kept after each transform (a pruned FFT): the
+    real FFT along the last axis first, then each full FFT runs on the kept columns only, not
+    on all ``N // 2 + 1`` of them. The result equals transforming everything and selecting.
+    """
+    d = len(n_modes)
+    idx = _mode_indices(n_modes, x.shape[2:], x.device)
+    xh = torch.fft.rfft(x, dim=-1, norm="forward")[..., : n_modes[-1] // 2 + 1]
+    for axis in reversed(range(d - 1)):
+        dim = 2 + axis
+        xh = torch.fft.fft(xh, dim=dim, norm="forward").index_select(dim, idx[axis])
+    return xh
+
+
+def _from_kept_modes(yh: torch.Tensor, n_modes: Sequence[int], out_shape: Sequence[int]) -> torch.Tensor:
+    """The inverse of :func:`_kept_modes` onto ``out_shape``: the field whose coefficients are
+    ``yh`` at the kept modes and zero elsewhere, ``irfftn(..., norm="forward")``, pruned the
+    same way (each full inverse FFT runs on the kept columns; the last, real one zero-pads)."""
+    d = len(n_modes)
+    idx = _mode_indices(n_modes, out_shape, yh.device)
+    for axis in range(d - 1):
+        dim = 2 + axis
+        size = list(yh.shape)
+        size[dim] = out_shape[axis]
+        full = yh.new_zeros(size).index_copy(dim, idx[axis], yh)
+        yh = torch.fft.ifft(full, dim=dim, norm="forward")
+    return torch.fft.irfft(yh, n=out_shape[-1], dim=-1, norm="forward")
+
+
 def fourier_resize(x: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
     """Band-limited (spectral) interpolation of the trailing ``len(out_shape)`` axes onto ``out_shape``.
 
@@ -244,11 +269,7 @@ def fourier_resize(x: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
     for i, (a, b) in enumerate(zip(shape, out_shape)):
         k = min(a, b)
         n_modes.append(2 * ((k - 1) // 2) if i == d - 1 else k - (1 - k % 2))
-    dims = tuple(range(-d, 0))
-    xh = torch.fft.rfftn(x, dim=dims, norm="forward")
-    oh = torch.zeros(*x.shape[:-d], *out_shape[:-1], out_shape[-1] // 2 + 1, dtype=xh.dtype, device=x.device)
-    lead = (slice(None),) * (x.ndim - d)
-    src = torch.meshgrid(*_mode_indices(n_modes, shape, x.device), indexing="ij")
-    dst = torch.meshgrid(*_mode_indices(n_modes, out_shape, x.device), indexing="ij")
-    oh[(*lead, *dst)] = xh[(*lead, *src)]
-    return torch.fft.irfftn(oh, s=out_shape, dim=dims, norm="forward")
+    lead = x.shape[:-d]
+    x = x.reshape(-1, 1, *shape)  # the helpers expect (n, c, *space)
+    y = _from_kept_modes(_kept_modes(x, n_modes), n_modes, out_shape)
+    return y.reshape(*lead, *out_shape)

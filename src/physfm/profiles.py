@@ -55,20 +55,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # the pre-training recipe (physfm.train.pretrain_tokeniser) and what the chapter evaluates
         "smoke": {
             "systems": ("diffusion", "burgers", "gray_scott"), "grid": 32, "frames": 5, "crop": 16, "crop_t": 5,
-            "buffer": 6, "refresh": 0.25, "channels": (4, 16), "latent": 4, "blocks": 1, "patch": 4, "time_patch": 4,
-            "strides": (2, 4), "time_strides": (1, 2, 4), "steps": 6, "batch": 4, "lr": 2e-3, "warmup": 2,
+            "buffer": 6, "refresh": 0.25, "refresh_every": 6, "channels": (4, 16), "latent": 4, "blocks": 1, "patch": 4,
+            "time_patch": 4, "strides": (2, 4), "time_strides": (1, 2, 4), "steps": 6, "batch": 4, "lr": 2e-3, "warmup": 2,
             "eval_every": 3, "val_crops": 8, "eval_crops": 4, "volume": 16, "steps_3d": 3,
         },
         "cpu": {
             "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
-            "grid": 64, "frames": 17, "crop": 32, "crop_t": 5, "buffer": 48, "refresh": 0.125,
+            # 6 of the 48 trajectories replaced every 384 crops: each is read 64 times, so that the
+            # generator supplies crops several times faster than training consumes them on a CPU
+            "grid": 64, "frames": 17, "crop": 32, "crop_t": 5, "buffer": 48, "refresh": 0.125, "refresh_every": 384,
             "channels": (16, 64), "latent": 4, "blocks": 2, "patch": 4, "time_patch": 4,
             "strides": (2, 4), "time_strides": (1, 2, 4), "steps": 600, "batch": 16, "lr": 2e-3, "warmup": 20,
             "eval_every": 50, "val_crops": 48, "eval_crops": 24, "volume": 16, "steps_3d": 150,
         },
         "gpu": {
             "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
-            "grid": 128, "frames": 33, "crop": 64, "crop_t": 9, "buffer": 512, "refresh": 0.125,
+            "grid": 128, "frames": 33, "crop": 64, "crop_t": 9, "buffer": 512, "refresh": 0.125, "refresh_every": 512,
             "channels": (32, 128), "latent": 8, "blocks": 4, "patch": 4, "time_patch": 4,
             "strides": (1, 2, 4), "time_strides": (1, 2, 4), "steps": 20000, "batch": 64, "lr": 1e-3, "warmup": 500,
             "eval_every": 500, "val_crops": 512, "eval_crops": 128, "volume": 48, "steps_3d": 5000,

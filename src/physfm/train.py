@@ -388,6 +388,8 @@ def tokeniser_config(cfg: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
     """The plain-data pre-training recipe inside a chapter's parameters (see the ``tokeniser``
     preset in :mod:`physfm.profiles`), with ``changes`` applied (e.g. another list of systems)."""
     recipe = {k: cfg[k] for k in _TOKENISER_KEYS}
+    if cfg.get("refresh_every") is not None:  # optional: crops read between refreshes (default: buffer)
+        recipe["refresh_every"] = cfg["refresh_every"]
     recipe.update(changes)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
 
@@ -439,7 +441,8 @@ def pretrain_tokeniser(
     def fit(model):
         model.to(device)
         stream = streams.CropStream(systems, shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
-                                    size=r["buffer"], refresh=r["refresh"], seed=r["seed"], device=device, system_options=options)
+                                    size=r["buffer"], refresh=r["refresh"], refresh_every=r.get("refresh_every"), seed=r["seed"],
+                                    device=device, system_options=options)
         val = streams.take(streams.CropStream(systems, shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
                                               size=max(len(r["systems"]), r["val_crops"] // 4), refresh=0.0,
                                               seed=r["seed"] + 10_000, device=device, system_options=options), r["val_crops"])
