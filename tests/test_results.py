@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,8 @@ def test_dirty_means_code_changed_not_results(tmp_path, monkeypatch):
     assert results.provenance({}, "cpu")["git_dirty"] == "false"
     (tmp_path / "code.py").write_text("a = 2\n")
     assert results.provenance({}, "cpu")["git_dirty"] == "true"
+
+
+def test_shown_path_is_relative_inside_the_repository_only(tmp_path):
+    assert results.shown(results.repo_root() / "results" / "x" / "cpu.nc") == str(Path("results") / "x" / "cpu.nc")
+    assert results.shown(tmp_path / "cpu.nc") == str((tmp_path / "cpu.nc").resolve())

@@ -30,7 +30,7 @@ import xarray as xr
 
 from physfm.runtime import describe_device
 
-__all__ = ["save", "load", "provenance", "parameters", "describe", "path_for", "repo_root", "atomic_write"]
+__all__ = ["save", "load", "provenance", "parameters", "describe", "path_for", "repo_root", "shown", "atomic_write"]
 
 PROVENANCE_KEYS = (
     "git_commit",
@@ -63,6 +63,16 @@ def path_for(chapter: str, profile: str, name: str | None = None) -> Path:
     else:
         root = repo_root() / "results"
     return root / chapter / f"{name or profile}.nc"
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as a reader should see it: relative to the repository when it lies inside it
+    (``results/tokeniser/cpu.nc``), absolute otherwise (``PHYSFM_RESULTS`` may point anywhere)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(repo_root().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _git(*args: str) -> str | None:
