@@ -105,6 +105,9 @@ def test_runner_returns_curves_of_the_expected_dimensions(smoke_runs):
     assert 0 < float(ds.persistence_vrmse) < 10
     red = pretraining.reductions(ds)
     assert float(red.reduction_percent.sel(config="scratch")) == 0.0
+    # each configuration is read at its own last step: equal compute after the pre-training steps too
+    assert int(red.step.sel(config="scratch")) == red.attrs["eval_step"] == cfg["dyn_steps"]
+    assert int(red.step.sel(config="scratch_equal_compute")) == last
 
 
 @pytest.mark.slow

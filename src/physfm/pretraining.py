@@ -292,11 +292,22 @@ def _target_ranges(cfg) -> dict:
 
 def reductions(ds: xr.Dataset, *, at: int | None = None) -> xr.Dataset:
     """Final validation VRMSE per configuration (mean and standard deviation over seeds) and its
-    reduction against ``scratch`` in percent, at eval step ``at`` (default: the last step of the
-    equal-step configurations)."""
-    at = at if at is not None else int(ds.eval_step.where(~np.isnan(ds.vrmse.sel(config="scratch")).any("seed"), drop=True).max())
-    v = ds.vrmse.sel(eval_step=at)
+    reduction against ``scratch`` in percent.
+
+    By default each configuration is read at its own last evaluation (``step``): the last step
+    of the equal-step configurations, and for ``scratch_equal_compute`` the later step at which
+    it has had the pre-training steps too, so that its row is the equal-compute comparison its
+    name promises. ``at`` reads every configuration at that one step instead.
+    """
+    done = ~np.isnan(ds.vrmse).any("seed")
+    common = int(ds.eval_step.where(done.sel(config="scratch"), drop=True).max())
+    if at is None:
+        step = xr.DataArray([int(ds.eval_step.where(done.sel(config=c), drop=True).max()) for c in ds.config.values],
+                            coords={"config": ds.config}, dims="config")
+    else:
+        step = xr.full_like(ds.config, int(at), dtype=int)
+    v = ds.vrmse.sel(eval_step=step).drop_vars("eval_step")
     mean, std = v.mean("seed"), v.std("seed", ddof=1) if v.sizes["seed"] > 1 else v.std("seed")
     base = float(mean.sel(config="scratch"))
-    return xr.Dataset({"vrmse_mean": mean, "vrmse_std": std, "reduction_percent": 100 * (1 - mean / base)},
-                      attrs={"eval_step": at})
+    return xr.Dataset({"vrmse_mean": mean, "vrmse_std": std, "reduction_percent": 100 * (1 - mean / base), "step": step},
+                      attrs={"eval_step": int(at) if at is not None else common})
