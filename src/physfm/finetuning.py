@@ -112,13 +112,6 @@ def _trajectories(pre, system, options, n: int, seed: int, device) -> torch.Tens
     return torch.stack(buf.data)
 
 
-def _windows(pre, system, options, window: int, n: int, seed: int, device) -> torch.Tensor:
-    """``n`` validation windows ``(n, F, window, *S)`` at random places of ``max(2, n // 4)`` trajectories."""
-    stream = streams.WindowStream(system, shape=(pre["grid"],) * 2, frames=pre["frames"], window=window,
-                                  size=max(2, n // 4), refresh=0.0, seed=seed, device=device, system_options=options)
-    return streams.take(stream, n)
-
-
 def _batches(trajectories: torch.Tensor, window: int, steps: int, batch: int, seed: int):
     """``steps`` batches ``(batch, F, window, *S)`` of the windows of ``trajectories``, every window
     once per epoch, in an order shuffled by ``seed``."""
@@ -188,7 +181,8 @@ def run(cfg: Mapping[str, Any], pre: Mapping[str, Any], *, device: torch.device 
     eval_steps = None
     for k, name in enumerate(names):
         system, options = systems[name]
-        val = _windows(pre, system, options, pre["window"], cfg["val_windows"], seed=50_000, device=device)
+        val = streams.held_out_windows(system, shape=(pre["grid"],) * 2, frames=pre["frames"], window=pre["window"],
+                                       n=cfg["val_windows"], seed=50_000, device=device, system_options=options)
         test = _trajectories(pre, system, options, cfg["val_rollouts"], seed=60_000, device=device)
         ctx, future = test[:, :, : cfg["context"]], test[:, :, cfg["context"] : cfg["context"] + cfg["rollout_steps"]]
         pers[k] = metrics.vrmse(val[:, :, :-1], val[:, :, 1:]).mean().item()

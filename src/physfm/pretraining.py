@@ -91,9 +91,8 @@ def _target(cfg) -> pde.System:
 
 
 def _windows(cfg, window: int, n: int, seed: int, device) -> torch.Tensor:
-    stream = streams.WindowStream(_target(cfg), shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=window,
-                                  size=max(2, n // 4), refresh=0.0, seed=seed, device=device, system_options=_options(cfg))
-    return streams.take(stream, n)
+    return streams.held_out_windows(_target(cfg), shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=window, n=n,
+                                    seed=seed, device=device, system_options=_options(cfg))
 
 
 def _data(cfg, seed: int, steps: int, device):

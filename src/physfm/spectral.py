@@ -189,11 +189,8 @@ def radial_correlation(x: torch.Tensor, n_spatial: int) -> tuple[torch.Tensor, t
     dist2 = sum(lag.reshape([-1 if i == j else 1 for j in range(n_spatial)]) ** 2 for i, lag in enumerate(lags))
     shell = torch.round(torch.sqrt(dist2)).long().flatten()
     n_shells = min(shape) // 2 + 1
-    keep = shell < n_shells
-    flat = rho.flatten(start_dim=x.ndim - n_spatial)[..., keep]
-    total = torch.zeros(*flat.shape[:-1], n_shells, dtype=flat.dtype, device=x.device)
-    total.index_add_(-1, shell[keep], flat)
-    count = torch.bincount(shell[keep], minlength=n_shells).to(flat.dtype)
+    total = _shell_sum(rho, shell, n_shells, n_spatial)
+    count = torch.bincount(shell[shell < n_shells], minlength=n_shells).to(total.dtype)
     return torch.arange(n_shells), total / count
 
 
@@ -311,8 +308,14 @@ def radial_spectrum(x: torch.Tensor, n_spatial: int) -> tuple[torch.Tensor, torc
     kmag = wavenumber_magnitude(shape, device=x.device, dtype=torch.float64)
     shell = torch.round(kmag * max(shape) / (2 * math.pi)).long().flatten()
     n_shells = max(shape) // 2 + 1
+    return torch.arange(n_shells), _shell_sum(power, shell, n_shells, n_spatial)
+
+
+def _shell_sum(values: torch.Tensor, shell: torch.Tensor, n_shells: int, n_spatial: int) -> torch.Tensor:
+    """Sum of ``values`` over the last ``n_spatial`` axes within each shell: ``shell`` holds the
+    shell number of every grid point (flattened); points in shells ``>= n_shells`` are left out."""
     keep = shell < n_shells
-    flat = power.flatten(start_dim=x.ndim - n_spatial)[..., keep]
-    energy = torch.zeros(*flat.shape[:-1], n_shells, dtype=flat.dtype, device=x.device)
-    energy.index_add_(-1, shell[keep], flat)
-    return torch.arange(n_shells), energy
+    flat = values.flatten(start_dim=values.ndim - n_spatial)[..., keep]
+    total = torch.zeros(*flat.shape[:-1], n_shells, dtype=flat.dtype, device=values.device)
+    total.index_add_(-1, shell[keep], flat)
+    return total

@@ -37,7 +37,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from physfm.pde import System, generate, get_system
 
-__all__ = ["TrajectoryBuffer", "CropStream", "WindowStream", "take", "stream_seed"]
+__all__ = ["TrajectoryBuffer", "CropStream", "WindowStream", "take", "held_out_windows", "stream_seed"]
 
 
 def stream_seed(seed: int) -> int:
@@ -317,3 +317,23 @@ def take(stream: CropStream | WindowStream, n: int) -> torch.Tensor:
         raise ValueError(f"take: n must be >= 1, got {n}")
     it = iter(stream)
     return torch.stack([next(it) for _ in range(n)])
+
+
+
+def held_out_windows(
+    system: str | System,
+    *,
+    shape: Sequence[int],
+    frames: int,
+    window: int,
+    n: int,
+    seed: int,
+    device: torch.device | str | None = None,
+    system_options: Mapping[str, Mapping] | None = None,
+) -> torch.Tensor:
+    """A fixed validation set: ``n`` windows ``(n, F, window, *shape)`` of ``system`` at random
+    places of ``max(2, n // 4)`` trajectories generated once (a :class:`WindowStream` that is
+    never refreshed)."""
+    stream = WindowStream(system, shape=shape, frames=frames, window=window, size=max(2, n // 4), refresh=0.0,
+                          seed=seed, device=device, system_options=system_options)
+    return take(stream, n)
