@@ -1,4 +1,4 @@
-"""Spectral convolution speed: physfm.fno.SpectralConv against neuraloperator's, side by side.
+"""Spectral convolution speed: physfm.nn.fno.SpectralConv against neuraloperator's, side by side.
 
 Both layers get the same input and the same weights; timed interleaved (warm-up, then
 alternating repeats, median), forward and forward+backward, float32 on the CPU. Cases: 2D 64^2
@@ -20,7 +20,7 @@ import time
 import torch
 from neuralop.layers.spectral_convolution import SpectralConv as NOSpectralConv
 
-from physfm.fno import SpectralConv
+from physfm.nn.fno import SpectralConv
 
 BATCH = 8
 CASES = [((64, 64), 32, (16, 16)), ((64, 64), 64, (16, 16)), ((128, 128), 32, (16, 16)), ((128, 128), 64, (16, 16)),

@@ -1,4 +1,4 @@
-"""Generator throughput: physfm.pde against torchfsm and exponax, side by side in one run.
+"""Generator throughput: physfm.data.pde against torchfsm and exponax, side by side in one run.
 
 Each library integrates the same batch of trajectories (same equation, grid, box, step, and the
 same scheme: ETDRK4 with contour-integral coefficients, 2/3 dealiasing, float32) on the CPU, and
@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from physfm import pde
+from physfm.data import pde
 
 BATCH = 8
 STEPS = 50
@@ -103,15 +103,16 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     Supply is measured end to end in the steady state: crops read from the stream, including
     the regeneration of the refreshed trajectories that happens inline while it is read (the
     initial filling of the buffer, a one-off, is not counted). Consumption: optimiser steps of
-    the real :class:`~physfm.autoencoder.Tokeniser` with a random compression ratio per step, as
-    in :func:`physfm.train.pretrain_tokeniser`. The two are interleaved, one refresh period
+    the real :class:`~physfm.nn.tokeniser.Tokeniser` with a random compression ratio per step, as
+    in :func:`physfm.training.pretrain_tokeniser`. The two are interleaved, one refresh period
     (``refresh_every`` crops) of each in turn, for ``cycles`` rounds of every system being refreshed,
     so that load from other users of the machine hits both alike.
     """
-    from physfm import profiles, streams, train
-    from physfm.autoencoder import Tokeniser
+    from physfm import profiles, training
+    from physfm.data import streams
+    from physfm.nn.tokeniser import Tokeniser
 
-    r = train.tokeniser_config(profiles.resolve("tokeniser", "cpu"))
+    r = training.tokeniser_config(profiles.resolve("tokeniser", "cpu"))
     crop = (r["crop_t"], r["crop"], r["crop"])
     shape = (r["grid"],) * 2
     stream = streams.CropStream(r["systems"], shape=shape, frames=r["frames"], crop=crop,

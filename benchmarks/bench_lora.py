@@ -1,4 +1,4 @@
-"""LoRA overhead over the frozen base model: physfm.lora against peft, side by side.
+"""LoRA overhead over the frozen base model: physfm.nn.lora against peft, side by side.
 
     python benchmarks/bench_lora.py [--quick] [--threads N]
 
@@ -32,7 +32,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from physfm.lora import inject_lora, merge_lora
+from physfm.nn.lora import inject_lora, merge_lora
 
 RANK, ALPHA = 8, 16
 NOISE = 0.03

@@ -1,4 +1,4 @@
-"""Selective scan speed: physfm.scan.selective_scan against mamba.py's, side by side.
+"""Selective scan speed: physfm.nn.scan.selective_scan against mamba.py's, side by side.
 
     python benchmarks/bench_scan.py [--repeats 7] [--lengths 256 1024 4096] [--threads N]
 
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from mambapy.mamba import MambaBlock
 
-from physfm.scan import selective_scan
+from physfm.nn.scan import selective_scan
 
 TARGET = 2.0
 

@@ -27,7 +27,7 @@ import time
 import torch
 
 from physfm import profiles
-from physfm.autoencoder import Tokeniser
+from physfm.nn.tokeniser import Tokeniser
 
 FLEX_TARGET = 1.15
 BUDGET_S = 300.0

@@ -1,11 +1,11 @@
-"""physfm.autoencoder: shapes for every ratio, strict causality, chunked encoding, 3D."""
+"""physfm.nn.tokeniser: shapes for every ratio, strict causality, chunked encoding, 3D."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from physfm.autoencoder import Tokeniser, TokeniserConfig
+from physfm.nn.tokeniser import Tokeniser, TokeniserConfig
 
 SMALL = dict(channels=(4, 8), latent=4, blocks=1, patch=4, time_patch=4)
 

@@ -1,4 +1,4 @@
-"""physfm.compression: causality for every stride, shared weights, shapes and errors."""
+"""physfm.nn.compression: causality for every stride, shared weights, shapes and errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from physfm.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv, latent_frames
+from physfm.nn.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv, latent_frames
 
 torch.manual_seed(0)
 

@@ -1,4 +1,4 @@
-"""physfm.dynamics and physfm.pretraining: next-frame model, rollout, and the ablation runner."""
+"""physfm.nn.dynamics and physfm.experiments.pretraining: next-frame model, rollout, and the ablation runner."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from einops import rearrange
 import pytest
 import torch
 
-from physfm import pretraining, profiles
-from physfm.autoencoder import Tokeniser
-from physfm.dynamics import NextFrameModel
+from physfm import profiles
+from physfm.experiments import pretraining
+from physfm.nn.tokeniser import Tokeniser
+from physfm.nn.dynamics import NextFrameModel
 
 
 def _model(fields=1, seed=0):
@@ -137,8 +138,8 @@ def test_unknown_configuration_is_named():
 # --------------------------------------------------------------------------------------------
 # AutoencoderDynamics: LoRA, latent transform and skips around a pre-trained autoencoder (Tadpole)
 
-from physfm.dynamics import ADAPT, AutoencoderDynamics, LatentTransform, SkipScales  # noqa: E402
-from physfm.lora import lora_layers  # noqa: E402
+from physfm.nn.dynamics import ADAPT, AutoencoderDynamics, LatentTransform, SkipScales  # noqa: E402
+from physfm.nn.lora import lora_layers  # noqa: E402
 
 
 def _trained_tokeniser(seed=0):

@@ -1,11 +1,12 @@
-"""physfm.finetuning: the fine-tuning comparison runner (frozen, LoRA + transform + skips, full, each part alone)."""
+"""physfm.experiments.finetuning: the fine-tuning comparison runner (frozen, LoRA + transform + skips, full, each part alone)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from physfm import finetuning, profiles
+from physfm import profiles
+from physfm.experiments import finetuning
 
 
 @pytest.fixture(scope="module")

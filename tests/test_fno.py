@@ -1,4 +1,4 @@
-"""physfm.fno: spectral convolution against neuraloperator, resolution invariance, decoder shapes."""
+"""physfm.nn.fno: spectral convolution against neuraloperator, resolution invariance, decoder shapes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from neuralop.layers.spectral_convolution import SpectralConv as NOSpectralConv
 
-from physfm.fno import FNO, FNODecoder, SpectralConv, fourier_resize, max_modes
+from physfm.nn.fno import FNO, FNODecoder, SpectralConv, fourier_resize, max_modes
 
 
 def _copy_from_neuralop(ours: SpectralConv, theirs) -> None:

@@ -1,4 +1,4 @@
-"""physfm.generative: flow-matching target and loss, the sampler, the velocity network, and the
+"""physfm.nn.flow: flow-matching target and loss, the sampler, the velocity network, and the
 statistics that judge samples (with their spectral helpers)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from physfm import generative as G
-from physfm import spectral
+from physfm.nn import flow as G
+from physfm.eval import statistics as S
+from physfm.data import spectral
 
 
 # -- the flow-matching target and loss ---------------------------------------------------------
@@ -141,7 +142,7 @@ def test_spectrum_of_a_cosine_peaks_at_its_wavenumber_with_its_energy():
     n, m = 32, 5
     x = torch.arange(n, dtype=torch.float64)
     field = 3 * torch.cos(2 * math.pi * m * x / n)[:, None] * torch.ones(1, n, dtype=torch.float64)
-    stats = G.field_statistics(field[None], 2)
+    stats = S.field_statistics(field[None], 2)
     assert int(stats["spectrum"].argmax()) == m
     assert stats["spectrum"][m].item() == pytest.approx(9 / 2)  # mean of (3 cos)^2
     assert stats["spectrum"].sum().item() == pytest.approx((field**2).mean().item())  # Parseval
@@ -169,34 +170,34 @@ def test_radial_correlation_of_cosines_by_hand():
 
 def test_wasserstein1_by_hand_and_against_scipy():
     a = torch.tensor([0.0, 1.0, 2.0, 3.0])
-    assert G.wasserstein1(a, a + 0.5) == pytest.approx(0.5)
-    assert G.wasserstein1(a, a.flip(0)) == 0.0  # order does not matter, only the values
-    assert G.wasserstein1(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0, 2.0])) == pytest.approx(0.5)
-    assert G.wasserstein1(torch.zeros(3, 2), torch.ones(6)) == pytest.approx(1.0)  # shapes are flattened
+    assert S.wasserstein1(a, a + 0.5) == pytest.approx(0.5)
+    assert S.wasserstein1(a, a.flip(0)) == 0.0  # order does not matter, only the values
+    assert S.wasserstein1(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0, 2.0])) == pytest.approx(0.5)
+    assert S.wasserstein1(torch.zeros(3, 2), torch.ones(6)) == pytest.approx(1.0)  # shapes are flattened
     stats = pytest.importorskip("scipy.stats")
     g = torch.Generator().manual_seed(0)
     u, v = torch.randn(501, generator=g, dtype=torch.float64), 2 * torch.rand(77, generator=g, dtype=torch.float64)
-    assert G.wasserstein1(u, v) == pytest.approx(stats.wasserstein_distance(u.numpy(), v.numpy()), rel=1e-9)
+    assert S.wasserstein1(u, v) == pytest.approx(stats.wasserstein_distance(u.numpy(), v.numpy()), rel=1e-9)
 
 
 def test_statistics_distances_by_hand():
     g = torch.Generator().manual_seed(0)
     a = spectral.gaussian_random_field((32, 32), batch=4, slope=3.0, generator=g, dtype=torch.float64)
-    same = G.statistics_distances(a, a, 2)
+    same = S.statistics_distances(a, a, 2)
     assert same == {"spectrum": 0.0, "values": 0.0, "correlation": 0.0}
-    scaled = G.statistics_distances(a, 10 * a, 2)
+    scaled = S.statistics_distances(a, 10 * a, 2)
     assert scaled["spectrum"] == pytest.approx(2.0)  # energy x 100: two decades at every shell
     assert scaled["correlation"] == pytest.approx(0.0, abs=1e-12)  # correlation ignores amplitude
     assert scaled["values"] == pytest.approx(9 * a.abs().mean().item())
-    assert G.statistics_distances(a, a + 1.0, 2)["values"] == pytest.approx(1.0)
+    assert S.statistics_distances(a, a + 1.0, 2)["values"] == pytest.approx(1.0)
 
 
 def test_spectrum_distance_leaves_out_shells_without_reference_energy():
     g = torch.Generator().manual_seed(0)
     b = spectral.filter_bands(torch.randn(8, 32, 32, generator=g, dtype=torch.float64), ("low",), 2)  # no energy above the low band
     a = b + 1e-3 * torch.randn(8, 32, 32, generator=g, dtype=torch.float64)  # a little noise everywhere
-    kept = G.statistics_distances(a, b, 2)["spectrum"]
-    every = G.statistics_distances(a, b, 2, energy_floor=0.0)["spectrum"]
+    kept = S.statistics_distances(a, b, 2)["spectrum"]
+    every = S.statistics_distances(a, b, 2, energy_floor=0.0)["spectrum"]
     assert kept < 0.05 < 5 < every  # the log ratio of noise to rounding error swamps the unfiltered distance
 
 
@@ -204,7 +205,7 @@ def test_nearest_distance_finds_shifted_copies():
     g = torch.Generator().manual_seed(0)
     ref = torch.randn(5, 16, 16, generator=g)
     x = torch.stack([torch.roll(ref[3], (4, 7), (0, 1)), 2 * ref[1], torch.randn(16, 16, generator=g)])
-    d = G.nearest_distance(x, ref, 2, chunk=2)
+    d = S.nearest_distance(x, ref, 2, chunk=2)
     assert d.shape == (3,)
     assert d[0].item() == pytest.approx(0.0, abs=1e-3)  # a shifted copy is a copy
     assert d[1].item() == pytest.approx(0.5, abs=1e-3)  # |2r - r| / |2r|
@@ -223,7 +224,7 @@ def test_gaussian_random_field_like_matches_the_power_but_not_the_histogram():
     torch.testing.assert_close(power(fields), power(squares), rtol=0.1, atol=1e-3 * power(squares).max().item())
     kurt = lambda f: ((f - f.mean()) ** 4).mean() / f.var() ** 2
     assert kurt(squares) < 1.1 and kurt(fields) == pytest.approx(3.0, abs=0.1)
-    d = G.statistics_distances(fields[:64], squares, 1)
+    d = S.statistics_distances(fields[:64], squares, 1)
     assert d["values"] > 0.2 and d["spectrum"] < 0.2
 
 
@@ -244,12 +245,12 @@ def test_gaussian_random_field_like_matches_the_power_but_not_the_histogram():
         (lambda: G.interpolate(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2)), "x0 has shape"),
         (lambda: G.interpolate(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3)), "t must have shape"),
         (lambda: G.flow_matching_loss(lambda x, t: x, torch.arange(4)), "x1 must be a floating-point tensor"),
-        (lambda: G.statistics_distances(torch.zeros(2, 8, 8), torch.zeros(2, 8, 6), 2), "grid"),
-        (lambda: G.statistics_distances(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8), 4), "n_spatial"),
-        (lambda: G.field_statistics(torch.zeros(8), 1), "x must be"),
-        (lambda: G.wasserstein1(torch.zeros(0), torch.zeros(3)), "both sets need values"),
-        (lambda: G.statistics_distances(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8), 2, energy_floor=1.0), "energy_floor"),
-        (lambda: G.nearest_distance(torch.zeros(2, 8, 8), torch.zeros(3, 8, 4), 2), "grid"),
+        (lambda: S.statistics_distances(torch.zeros(2, 8, 8), torch.zeros(2, 8, 6), 2), "grid"),
+        (lambda: S.statistics_distances(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8), 4), "n_spatial"),
+        (lambda: S.field_statistics(torch.zeros(8), 1), "x must be"),
+        (lambda: S.wasserstein1(torch.zeros(0), torch.zeros(3)), "both sets need values"),
+        (lambda: S.statistics_distances(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8), 2, energy_floor=1.0), "energy_floor"),
+        (lambda: S.nearest_distance(torch.zeros(2, 8, 8), torch.zeros(3, 8, 4), 2), "grid"),
         (lambda: spectral.radial_correlation(torch.zeros(8), 2), "n_spatial"),
         (lambda: spectral.gaussian_random_field_like(torch.zeros(2, 8), 1, batch=0), "batch"),
     ],

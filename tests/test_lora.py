@@ -1,4 +1,4 @@
-"""physfm.lora: agreement with peft, every convolution setting, exact merge/unmerge, gradients, errors."""
+"""physfm.nn.lora: agreement with peft, every convolution setting, exact merge/unmerge, gradients, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from physfm.lora import (
+from physfm.nn.lora import (
     LoRAConv,
     LoRAConvTranspose,
     LoRALayer,
@@ -532,7 +532,7 @@ def test_kept_original_weight_travels_with_the_module():
 
 
 def _tokeniser_layers():
-    from physfm.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv
+    from physfm.nn.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv
 
     torch.manual_seed(0)
     return {
@@ -545,7 +545,7 @@ def _tokeniser_layers():
 
 @pytest.mark.parametrize("case", ["spatial", "time", "patch", "unpatch"])
 def test_lora_kernel_runs_the_layer_with_the_adapted_kernel(case):
-    from physfm.lora import LoRAKernel
+    from physfm.nn.lora import LoRAKernel
 
     layer, args = _tokeniser_layers()[case]
     model = Holder(copy.deepcopy(layer))
@@ -567,7 +567,7 @@ def test_lora_kernel_runs_the_layer_with_the_adapted_kernel(case):
 
 
 def test_lora_kernel_trains_only_the_factors_and_reads_the_layer_through():
-    from physfm.compression import FlexPatch
+    from physfm.nn.compression import FlexPatch
 
     model = Holder(FlexPatch(2, 4, patch=4, time_patch=1, spatial_dims=2))
     inject_lora(model, "layer", r=2)
@@ -584,7 +584,7 @@ def test_lora_kernel_trains_only_the_factors_and_reads_the_layer_through():
 
 
 def test_lora_kernel_refuses_dropout_and_the_factored_path():
-    from physfm.compression import SpatialConv
+    from physfm.nn.compression import SpatialConv
 
     with pytest.raises(ValueError, match="dropout must be 0"):
         inject_lora(Holder(SpatialConv(2, 2)), "layer", r=1, dropout=0.1)
@@ -596,8 +596,8 @@ def test_lora_kernel_refuses_dropout_and_the_factored_path():
 
 
 def test_adaptable_names_every_kernel_of_the_tokeniser():
-    from physfm.autoencoder import Tokeniser
-    from physfm.lora import adaptable
+    from physfm.nn.tokeniser import Tokeniser
+    from physfm.nn.lora import adaptable
 
     tok = Tokeniser(spatial_dims=2, channels=(4, 8), latent=2, blocks=1, patch=2, time_patch=1, stride=2)
     names = adaptable(tok)

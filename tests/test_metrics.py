@@ -1,4 +1,4 @@
-"""physfm.metrics: hand-computed cases, the chapter's claims, and The Well's implementation as oracle."""
+"""physfm.eval.metrics: hand-computed cases, the chapter's claims, and The Well's implementation as oracle."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from einops import rearrange
 from the_well.benchmark.metrics.spatial import VRMSE as WellVRMSE
 from the_well.benchmark.metrics.spectral import binned_spectral_mse, power_spectrum
 
-from physfm import metrics, spectral
+from physfm.data import spectral
+from physfm.eval import metrics
 
 SHAPES = [(64,), (7,), (32, 32), (24, 40), (5, 9), (16, 16, 16), (12, 8, 20)]
 

@@ -1,4 +1,4 @@
-"""physfm.pde: exact solutions, 4th-order convergence, conservation, torchfsm as oracle, robustness."""
+"""physfm.data.pde: exact solutions, 4th-order convergence, conservation, torchfsm as oracle, robustness."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torchfsm.pde import Burgers as FsmBurgers
 from torchfsm.pde import KuramotoSivashinskyHighDim, NavierStokesVorticity
 
-from physfm import pde
-from physfm.spectral import dealias_mask, gaussian_random_field
+from physfm.data import pde
+from physfm.data.spectral import dealias_mask, gaussian_random_field
 
 F64 = torch.float64
 

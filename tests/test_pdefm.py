@@ -1,4 +1,4 @@
-"""physfm.pdefm and physfm.multisystem: the PDE-FM-style model, temperature sampling, the runner."""
+"""physfm.nn.pdefm and physfm.experiments.pdefm: the PDE-FM-style model, temperature sampling, the runner."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from physfm import multisystem, pde, profiles
-from physfm.pdefm import (PDEFM, FiLM, SpectralToken, count_parameters, matched_transformer_hidden, pdefm_loss,
+from physfm import profiles
+from physfm.data import pde
+from physfm.experiments import pdefm as multisystem
+from physfm.nn.pdefm import (PDEFM, FiLM, SpectralToken, count_parameters, matched_transformer_hidden, pdefm_loss,
                           spectral_l2)
 
 

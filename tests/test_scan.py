@@ -1,4 +1,4 @@
-"""physfm.scan: the fast scan against the definition and against mamba.py, causality, errors."""
+"""physfm.nn.scan: the fast scan against the definition and against mamba.py, causality, errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from einops import rearrange
 from mambapy.mamba import Mamba as MambapyMamba
 from mambapy.mamba import MambaBlock, MambaConfig
 
-from physfm.scan import Mamba, MambaStack, clear_workspace, selective_scan, selective_scan_ref
+from physfm.nn.scan import Mamba, MambaStack, clear_workspace, selective_scan, selective_scan_ref
 
 NAMES = ("x", "delta", "A", "B", "C", "D", "z")
 

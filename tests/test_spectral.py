@@ -1,4 +1,4 @@
-"""physfm.spectral: wavenumber grids, bands, filters and random fields."""
+"""physfm.data.spectral: wavenumber grids, bands, filters and random fields."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from physfm import spectral
+from physfm.data import spectral
 
 
 def test_wavenumbers_match_numpy_fftfreq():

@@ -1,4 +1,4 @@
-"""physfm.streams: crops and windows from a refreshed ring buffer, reproducible per seed and worker."""
+"""physfm.data.streams: crops and windows from a refreshed ring buffer, reproducible per seed and worker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from physfm import streams
+from physfm.data import streams
 
 FAST = {"gray_scott": {"warmup": 20.0, "interval": 10.0}}
 

@@ -1,12 +1,15 @@
-"""physfm.train: curves, exact resume from a checkpoint, the model cache."""
+"""physfm.training: curves, exact resume from a checkpoint, the model cache."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from physfm import metrics, streams, train
-from physfm.autoencoder import Tokeniser
+from physfm import training
+from physfm.training.loop import _curves
+from physfm.data import streams
+from physfm.eval import metrics
+from physfm.nn.tokeniser import Tokeniser
 
 
 def _setup(seed=0):
@@ -33,7 +36,7 @@ def _evaluate(val):
 
 def test_curves_have_the_expected_dimensions_and_no_nan():
     model, stream, loader, val = _setup()
-    curves = train.train(model, _loss, loader, train.TrainConfig(steps=6, lr=1e-3, eval_every=3, warmup=2),
+    curves = training.train(model, _loss, loader, training.TrainConfig(steps=6, lr=1e-3, eval_every=3, warmup=2),
                          evaluate=_evaluate(val), progress=False)
     assert curves.loss.shape == (6,) and curves.lr.shape == (6,)
     assert list(curves.eval_step.values) == [0, 3, 6]
@@ -45,7 +48,7 @@ def test_curves_have_the_expected_dimensions_and_no_nan():
 def test_resume_equals_uninterrupted(tmp_path):
     cfg = dict(lr=2e-3, eval_every=2, checkpoint_every=4)
     model, stream, loader, val = _setup()
-    full = train.train(model, _loss, loader, train.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), progress=False)
+    full = training.train(model, _loss, loader, training.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), progress=False)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
 
     ck = tmp_path / "run.pt"
@@ -59,11 +62,11 @@ def test_resume_equals_uninterrupted(tmp_path):
         return _loss(model, batch, rng)
 
     with pytest.raises(KeyboardInterrupt):
-        train.train(model, interrupted, loader, train.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), checkpoint=ck, state=[stream], progress=False)
+        training.train(model, interrupted, loader, training.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), checkpoint=ck, state=[stream], progress=False)
     # a new process: fresh objects (another seed, to prove everything comes from the checkpoint)
     model, stream, loader, val = _setup(seed=5)
     _, _, _, val = _setup()
-    resumed = train.train(model, _loss, loader, train.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), checkpoint=ck, state=[stream], progress=False)
+    resumed = training.train(model, _loss, loader, training.TrainConfig(steps=8, **cfg), evaluate=_evaluate(val), checkpoint=ck, state=[stream], progress=False)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, reference[k], rtol=0, atol=0)
     assert resumed.loss.values.tolist() == full.loss.values.tolist()
@@ -82,24 +85,24 @@ def test_cache_trains_once(tmp_path, monkeypatch):
         calls.append(1)
         with torch.no_grad():
             model.weight.fill_(3.0)
-        return train._curves([1.0], [0.1], [], "fit", 0.0)
+        return _curves([1.0], [0.1], [], "fit", 0.0)
 
-    a, curves = train.cached("lin", {"width": 2}, make, fit, verbose=False)
-    b, curves_b = train.cached("lin", {"width": 2}, make, fit, verbose=False)
+    a, curves = training.cached("lin", {"width": 2}, make, fit, verbose=False)
+    b, curves_b = training.cached("lin", {"width": 2}, make, fit, verbose=False)
     assert len(calls) == 1 and torch.equal(b.weight, torch.full((2, 2), 3.0))
     assert curves_b.loss.values.tolist() == [1.0]
-    train.cached("lin", {"width": 3}, make, fit, verbose=False)
+    training.cached("lin", {"width": 3}, make, fit, verbose=False)
     assert len(calls) == 2  # another configuration, another model
 
 
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="schedule must be 'cosine' or 'constant'"):
-        train.TrainConfig(steps=3, schedule="linear")
+        training.TrainConfig(steps=3, schedule="linear")
     with pytest.raises(ValueError, match="steps must be >= 0"):
-        train.TrainConfig(steps=-1)
+        training.TrainConfig(steps=-1)
     with pytest.raises(ValueError, match="nothing to train"):
         m = torch.nn.Linear(2, 2).requires_grad_(False)
-        train.train(m, _loss, iter([]), train.TrainConfig(steps=1))
+        training.train(m, _loss, iter([]), training.TrainConfig(steps=1))
 
 
 class _Counter:
@@ -129,16 +132,16 @@ def test_a_stateful_batch_source_is_checkpointed_and_settings_are_checked(tmp_pa
         return Tokeniser(spatial_dims=1, channels=(4, 8), latent=2, blocks=1), _Counter()
 
     model, source = setup()
-    full = train.train(model, _loss, source, train.TrainConfig(steps=4, schedule="constant"), progress=False)
+    full = training.train(model, _loss, source, training.TrainConfig(steps=4, schedule="constant"), progress=False)
     ck = tmp_path / "run.pt"
     model, source = setup()
-    train.train(model, _loss, source, train.TrainConfig(steps=2, schedule="constant", checkpoint_every=2), checkpoint=ck, progress=False)
+    training.train(model, _loss, source, training.TrainConfig(steps=2, schedule="constant", checkpoint_every=2), checkpoint=ck, progress=False)
     model, source = setup()  # the source restarts at 0 ...
-    resumed = train.train(model, _loss, source, train.TrainConfig(steps=4, schedule="constant"), checkpoint=ck, progress=False)
+    resumed = training.train(model, _loss, source, training.TrainConfig(steps=4, schedule="constant"), checkpoint=ck, progress=False)
     assert source.i == 4  # ... and was put back to where the checkpoint left it
     assert resumed.loss.values.tolist() == full.loss.values.tolist()
     with pytest.raises(ValueError, match=r"other settings .*'lr': \(0.001, 0.01\)"):
-        train.train(model, _loss, source, train.TrainConfig(steps=6, lr=1e-2, schedule="constant"), checkpoint=ck, progress=False)
+        training.train(model, _loss, source, training.TrainConfig(steps=6, lr=1e-2, schedule="constant"), checkpoint=ck, progress=False)
 
 
 def test_curves_are_saved_with_provenance(tmp_path):
@@ -146,7 +149,7 @@ def test_curves_are_saved_with_provenance(tmp_path):
 
     model, stream, loader, val = _setup()
     out = tmp_path / "curves.nc"
-    curves = train.train(model, _loss, loader, train.TrainConfig(steps=2, eval_every=1), evaluate=_evaluate(val),
+    curves = training.train(model, _loss, loader, training.TrainConfig(steps=2, eval_every=1), evaluate=_evaluate(val),
                          progress=False, results=out, params={"what": "test"})
     saved = results.load(out)
     assert saved.loss.values.tolist() == curves.loss.values.tolist()
@@ -161,10 +164,10 @@ def test_parameter_groups_scale_the_learning_rate():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(4, 2)
     groups = [{"params": a.parameters()}, {"params": b.parameters(), "lr_scale": 0.0}]
-    train.train(model, lambda m, batch, rng: m(batch).square().mean(), iter([x] * 3), train.TrainConfig(steps=3, lr=1e-2),
+    training.train(model, lambda m, batch, rng: m(batch).square().mean(), iter([x] * 3), training.TrainConfig(steps=3, lr=1e-2),
           parameters=groups, progress=False)
     assert not torch.equal(model[0].weight, before["0.weight"])  # full rate: moved
     assert torch.equal(model[1].weight, before["1.weight"])  # lr_scale 0: kept
     with pytest.raises(ValueError, match="lr_scale must be >= 0, got -1.0"):
-        train.train(model, lambda m, batch, rng: m(batch).sum(), iter([x]), train.TrainConfig(steps=1),
+        training.train(model, lambda m, batch, rng: m(batch).sum(), iter([x]), training.TrainConfig(steps=1),
               parameters=[{"params": a.parameters(), "lr_scale": -1}], progress=False)

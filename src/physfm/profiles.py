@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"grid": 256, "frames": 17, "volume": 96, "batch": 64, "crop": 64},
     },
     "tokeniser": {
-        # the pre-training recipe (physfm.train.pretrain_tokeniser) and what the chapter evaluates
+        # the pre-training recipe (physfm.training.pretrain_tokeniser) and what the chapter evaluates
         "smoke": {
             "systems": ("diffusion", "burgers", "gray_scott"), "grid": 32, "frames": 5, "crop": 16, "crop_t": 5,
             "buffer": 6, "refresh": 0.25, "refresh_every": 6, "channels": (4, 16), "latent": 4, "blocks": 1, "patch": 4,
@@ -119,7 +119,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "finetuning": {
         # The tokeniser and the data grid are the pre-training chapter's at the same profile (its
         # cross-domain tokeniser; its target is the unseen system). seen: a system the tokeniser
-        # was pre-trained on; configs: names of physfm.finetuning.CONFIGS; rank: LoRA rank;
+        # was pre-trained on; configs: names of physfm.experiments.finetuning.CONFIGS; rank: LoRA rank;
         # width/transform_blocks: the latent transform's f; train_trajectories: the fine-tuning
         # set of each system; dyn_steps/batch/lr/warmup/eval_every/seeds: the training of every
         # configuration; val_windows: validation windows; context/rollout_steps/val_rollouts:
@@ -145,7 +145,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "pdefm": {
-        # one PDE-FM-style model across systems (physfm.multisystem.run): the systems, their corpus
+        # one PDE-FM-style model across systems (physfm.experiments.pdefm.run): the systems, their corpus
         # sizes n_i and the sampling temperature T (p_i ~ n_i^(1/T)); generator options per system
         # (coefficient ranges, frame interval, box) for the grid; trajectories of `frames` frames in
         # pools of `pool` (chunks of `chunk`, one refreshed every `refresh_every` windows read);

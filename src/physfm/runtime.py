@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["device", "describe_device", "seed_everything", "map_jobs"]
+__all__ = ["device", "describe_device", "seed_everything", "map_jobs", "distributed", "is_main_process"]
 
 _CHOICES = ("cuda", "mps", "cpu")
 
@@ -77,6 +77,17 @@ def describe_device(dev: torch.device | str) -> str:
     if dev.type == "mps":
         return "mps (Apple GPU)"
     return f"cpu ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
+
+
+def distributed() -> bool:
+    """True when running under ``torch.distributed`` (``torchrun``) with a process group."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def is_main_process() -> bool:
+    """True unless running under ``torch.distributed`` as a rank other than 0: only the main
+    process shows progress and writes checkpoints, results and cached models."""
+    return not distributed() or torch.distributed.get_rank() == 0
 
 
 def seed_everything(seed: int) -> torch.Generator:

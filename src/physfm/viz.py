@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from physfm.spectral import BANDS, band_edges, band_index, radial_spectrum
+from physfm.data.spectral import BANDS, band_edges, band_index, radial_spectrum
 
 __all__ = ["spread", "BAND_COLORS", "show_fields", "band_bars", "band_map", "spectra", "volume", "animate", "explore", "to_numpy"]
 
@@ -123,7 +123,7 @@ def spectra(
     shade_bands: bool = True,
     styles: Mapping[str, Mapping] | None = None,
 ):
-    """Shell-summed energy spectra (:func:`physfm.spectral.radial_spectrum`) on log-log axes.
+    """Shell-summed energy spectra (:func:`physfm.data.spectral.radial_spectrum`) on log-log axes.
 
     Args:
         fields: label -> tensor whose last ``n_spatial`` axes are space; leading axes are averaged.

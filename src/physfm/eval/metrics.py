@@ -16,7 +16,7 @@ the spatial mean of ``y`` gives ``sqrt((N-1)/N)``, about 1: the score of knowing
 mean.
 
 Binned spectral error: with :math:`\\hat e = \\mathrm{FFT}(x - y)` over the spatial axes and
-the bands of :func:`physfm.spectral.band_index` (low, mid, high in isotropic wavenumber),
+the bands of :func:`physfm.data.spectral.band_index` (low, mid, high in isotropic wavenumber),
 
 .. math::  \\mathrm{MSE}_b = \\frac{1}{N^2} \\sum_{k \\in b} |\\hat e_k|^2, \\qquad
            \\mathrm{NMSE}_b = \\frac{\\mathrm{MSE}_b}{\\frac{1}{N^2} \\sum_{k \\in b} |\\hat y_k|^2 + \\epsilon}
@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import torch
 
-from physfm.spectral import BANDS, band_index
+from physfm.data.spectral import BANDS, band_index
 
 __all__ = ["BANDS", "SpectralError", "mse", "vrmse", "spectral_error"]
 

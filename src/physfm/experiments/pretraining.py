@@ -1,6 +1,6 @@
 """Does pre-training the tokeniser pay off? The ablation of Sotoudeh et al. (2026), as functions.
 
-A dynamics model (:class:`~physfm.dynamics.NextFrameModel`: tokeniser encoder -> latent
+A dynamics model (:class:`~physfm.nn.dynamics.NextFrameModel`: tokeniser encoder -> latent
 processor -> tokeniser decoder) is trained for next-frame prediction on one *target* system,
 generated on the fly, in these configurations:
 
@@ -38,10 +38,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from physfm import metrics, pde, streams
-from physfm.dynamics import NextFrameModel
-from physfm.spectral import BANDS
-from physfm.train import TrainConfig, pretrain_tokeniser, train
+from physfm.data import pde, streams
+from physfm.eval import metrics
+from physfm.nn.dynamics import NextFrameModel
+from physfm.data.spectral import BANDS
+from physfm.training import TrainConfig, pretrain_tokeniser, train
 
 __all__ = ["CONFIGS", "PAPER_VRMSE", "tokeniser_recipe", "run", "reductions"]
 
@@ -67,7 +68,7 @@ PAPER_VRMSE = {
 
 
 def tokeniser_recipe(cfg: Mapping[str, Any], systems: Sequence[str]) -> dict[str, Any]:
-    """The pre-training recipe (:func:`physfm.train.pretrain_tokeniser`) of the ablation's
+    """The pre-training recipe (:func:`physfm.training.pretrain_tokeniser`) of the ablation's
     tokeniser on ``systems``: full fields of the target's grid, crops of one window's length."""
     return {
         "systems": list(systems), "grid": cfg["grid"], "frames": cfg["frames"], "crop": cfg["grid"], "crop_t": cfg["window"],
@@ -149,7 +150,7 @@ _SHARED: dict[str, Any] = {}
 def _share(cfg: Mapping[str, Any], tokenisers: Mapping[str, tuple[Any, dict | None]], longest: int, device) -> None:
     """What every dynamics job reads: the parameters, the tokenisers (``name -> (config, weights
     or None for an untrained one)``), the validation and rollout windows, and one seed's batches."""
-    from physfm.autoencoder import Tokeniser
+    from physfm.nn.tokeniser import Tokeniser
 
     toks = {}
     for name, (config, state) in tokenisers.items():
@@ -197,7 +198,7 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     (:func:`physfm.runtime.map_jobs`); every run is seeded on its own, so the numbers do not
     depend on which worker ran it. On an accelerator everything runs here.
     """
-    from physfm.autoencoder import Tokeniser
+    from physfm.nn.tokeniser import Tokeniser
     from physfm.runtime import map_jobs
 
     unknown = [c for c in configs if c not in CONFIGS]

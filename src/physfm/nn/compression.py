@@ -87,7 +87,7 @@ def latent_frames(frames: int, time_stride: int) -> int:
 class SpatialConv(nn.Module):
     """A per-frame spatial convolution with circular padding (kernel ``k``, odd), any of 1-3D."""
 
-    lora_weight = "weight"  # the kernel physfm.lora adapts (see physfm.lora.LoRAKernel)
+    lora_weight = "weight"  # the kernel physfm.nn.lora adapts (see physfm.nn.lora.LoRAKernel)
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, spatial_dims: int = 2, bias: bool = True):
         super().__init__()

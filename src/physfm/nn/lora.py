@@ -56,7 +56,7 @@ would be off by rounding). The price is one copy of the adapted weights while me
 :func:`unload_lora` replaces every adapted layer by its (optionally merged) base layer. A merged
 model's ``state_dict`` holds merged base weights: save adapters with :func:`lora_state_dict`.
 
-**Layers with their own forward.** The tokeniser's layers (:mod:`physfm.compression`) run their
+**Layers with their own forward.** The tokeniser's layers (:mod:`physfm.nn.compression`) run their
 own convolutions (time folded into the batch, circular padding, patch kernels pooled per stride),
 so they are not ``nn.Conv`` modules and LoRAConv cannot run them. Such a layer names the parameter
 that holds its kernel in a class attribute, ``lora_weight = "weight"``; :class:`LoRAKernel` then

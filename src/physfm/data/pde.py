@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 from einops import rearrange
 
-from physfm.spectral import gaussian_random_field, wavenumbers
+from physfm.data.spectral import gaussian_random_field, wavenumbers
 
 __all__ = [
     "System",

@@ -1,8 +1,8 @@
 r"""One model trained across PDE systems: metadata windows, temperature sampling, PDE-FM's experiments.
 
 **Data.** For every system a :class:`SystemWindows` pool holds trajectories made by the
-on-the-fly generator (:func:`physfm.pde.generate`), each field normalised to zero mean and unit
-variance over its time and space (as :mod:`physfm.streams` does), together with what the model
+on-the-fly generator (:func:`physfm.data.pde.generate`), each field normalised to zero mean and unit
+variance over its time and space (as :mod:`physfm.data.streams` does), together with what the model
 is conditioned on: the coefficients the trajectory was drawn with, scaled to :math:`[-1, 1]`
 (:func:`scale_coefficients`), and the time between its frames. A window takes every
 ``stride``-th frame, so the time step the model sees varies (``dt = stride * interval``). The
@@ -46,10 +46,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from physfm import metrics, pde
-from physfm.pdefm import PDEFM, count_parameters, matched_transformer_hidden, pdefm_loss
-from physfm.spectral import BANDS
-from physfm.train import TrainConfig, train
+from physfm.data import pde
+from physfm.eval import metrics
+from physfm.nn.pdefm import PDEFM, count_parameters, matched_transformer_hidden, pdefm_loss
+from physfm.data.spectral import BANDS
+from physfm.training import TrainConfig, train
 
 __all__ = [
     "temperature_probabilities", "TemperatureSampler", "coefficient_names", "scale_coefficients",
@@ -225,7 +226,7 @@ def _trained_on(config: str, systems: Sequence[str]) -> list[str]:
 
 def build_model(cfg: Mapping[str, Any], systems: Mapping[str, int], *, backbone: str = "mamba",
                 spectral_token: bool = True) -> PDEFM:
-    """The chapter's :class:`~physfm.pdefm.PDEFM`; a transformer backbone gets the MLP width that
+    """The chapter's :class:`~physfm.nn.pdefm.PDEFM`; a transformer backbone gets the MLP width that
     matches the Mamba backbone's parameter count."""
     args = dict(width=cfg["width"], dim=cfg["dim"], patch=cfg["patch"], spectral_modes=cfg["spectral_modes"],
                 n_coefficients=cfg["n_coefficients"], layers=cfg["layers"], d_state=cfg["d_state"],

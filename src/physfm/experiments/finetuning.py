@@ -1,7 +1,7 @@
 """Fine-tuning a pre-trained autoencoder for dynamics: which parts to train, and how many numbers.
 
 Tadpole (TUM 2026) turns its pre-trained autoencoder into a next-frame model with three small
-additions (:class:`~physfm.dynamics.AutoencoderDynamics`): LoRA on the encoder and the decoder, a
+additions (:class:`~physfm.nn.dynamics.AutoencoderDynamics`): LoRA on the encoder and the decoder, a
 latent transform :math:`z' = a z + f(z)`, and encoder-to-decoder skips with learnable scales.
 This module runs the comparison of the fine-tuning chapter: on a system the tokeniser was
 pre-trained on (*seen*) and on one it never saw (*unseen*), train each configuration of
@@ -28,7 +28,7 @@ pre-training had the endless stream); the seed sets the initial LoRA factors and
 weights and the order in which the windows come, epoch after epoch. Validation and rollout
 trajectories are generated apart from them.
 
-The tokeniser is the pre-training chapter's *cross-domain* one (:mod:`physfm.pretraining`):
+The tokeniser is the pre-training chapter's *cross-domain* one (:mod:`physfm.experiments.pretraining`):
 pre-trained as an autoencoder on every system of that chapter except its target, so the target
 (Kolmogorov flow at the default profiles) is the unseen system, generated exactly as there, and
 the seen one is any of the others. Both come from the model cache when that chapter has run.
@@ -50,12 +50,14 @@ import numpy as np
 import torch
 import xarray as xr
 
-from physfm import metrics, pde, pretraining, streams
-from physfm.dynamics import AutoencoderDynamics, SkipScales
-from physfm.lora import count_parameters
-from physfm.pretraining import tokeniser_recipe
-from physfm.spectral import BANDS
-from physfm.train import TrainConfig, pretrain_tokeniser, train
+from physfm.data import pde, streams
+from physfm.eval import metrics
+from physfm.experiments import pretraining
+from physfm.nn.dynamics import AutoencoderDynamics, SkipScales
+from physfm.nn.lora import count_parameters
+from physfm.experiments.pretraining import tokeniser_recipe
+from physfm.data.spectral import BANDS
+from physfm.training import TrainConfig, pretrain_tokeniser, train
 
 __all__ = ["CONFIGS", "LABELS", "pretrained_tokeniser", "build", "run", "summary"]
 
@@ -87,7 +89,7 @@ def pretrained_tokeniser(pre: Mapping[str, Any], *, device: torch.device | str =
     """The pre-training chapter's cross-domain tokeniser for its parameters ``pre`` (the
     ``pretraining`` preset): ``(tokeniser, curves, systems it was pre-trained on)``.
 
-    The call is the one :func:`physfm.pretraining.run` makes, so both chapters share one cached model.
+    The call is the one :func:`physfm.experiments.pretraining.run` makes, so both chapters share one cached model.
     """
     others = [s for s in pre["systems"] if s != pre["target"]]
     if not others:

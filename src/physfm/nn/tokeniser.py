@@ -14,7 +14,7 @@ Encoder::
       -> ResBlock x blocks at c1
       -> SpatialConv 1    c1 -> latent         z (n, latent, 1 + (T-1)/s_t, *S/s)
 
-The decoder mirrors it (1x1 in, residual blocks, :class:`~physfm.compression.FlexUnpatch`, a 3x3
+The decoder mirrors it (1x1 in, residual blocks, :class:`~physfm.nn.compression.FlexUnpatch`, a 3x3
 smoothing convolution to one channel). A residual block is ``x + T(act(N(S(act(N(x))))))`` with a
 per-position RMS norm ``N`` over channels (a norm that pooled over time would leak the future),
 a spatial 3x3 convolution ``S`` and a causal temporal convolution ``T`` of width 3.
@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from physfm.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv, check_frames
+from physfm.nn.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv, check_frames
 
 __all__ = ["TokeniserConfig", "Tokeniser", "RMSNorm", "ResBlock"]
 

@@ -24,10 +24,10 @@ window of frames :math:`x_0, \dots, x_{T-1}` of system :math:`s` with :math:`F_s
    embedding of the system, its coefficients scaled to :math:`[-1, 1]`, the log of the time
    between frames) gives :math:`u \leftarrow (1 + \gamma(c)) \odot u + \beta(c)`, with the last
    layer of :math:`\gamma, \beta` zero at the start, so FiLM starts as the identity.
-6. **Mamba over time** (:class:`~physfm.scan.MambaStack`), per patch position:
+6. **Mamba over time** (:class:`~physfm.nn.scan.MambaStack`), per patch position:
    :math:`h_{\cdot,p} = \mathrm{Mamba}(u_{\cdot,p})`, causal, linear in :math:`T`.
    (:class:`CausalTransformer` is the backbone it is compared with.)
-7. **FNO decoder** (:class:`~physfm.fno.FNODecoder`) from the token grid back to the full grid,
+7. **FNO decoder** (:class:`~physfm.nn.fno.FNODecoder`) from the token grid back to the full grid,
    and an **adapter out** (one per system, 1x1, zero at the start) to :math:`F_s` fields:
    :math:`\hat x_{t+1} = x_t + \mathrm{Out}_s(\mathrm{FNO}(h_t))`. An untrained model predicts
    persistence, :math:`\hat x_{t+1} = x_t`.
@@ -48,7 +48,7 @@ is what makes zero-shot prediction of a held-out system possible at all.
     \mathcal L = \mathrm{VRMSE}(\hat x, x) + \lambda\,
     \frac{\sum_k \big(|\hat{\mathcal F}(\hat x)_k| - |\mathcal F(x)_k|\big)^2}{\sum_k |\mathcal F(x)_k|^2},
 
-VRMSE as The Well defines it (:func:`physfm.metrics.vrmse`), and a relative L2 error of the
+VRMSE as The Well defines it (:func:`physfm.eval.metrics.vrmse`), and a relative L2 error of the
 *amplitude* spectrum. (The L2 error of the complex spectrum would be the MSE again, by
 Parseval; the amplitude error is blind to phase and penalises what VRMSE tolerates: a blurred
 prediction, whose high wavenumbers carry too little energy.)
@@ -66,9 +66,9 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from physfm.fno import FNODecoder
-from physfm.metrics import vrmse
-from physfm.scan import MambaStack
+from physfm.nn.fno import FNODecoder
+from physfm.eval.metrics import vrmse
+from physfm.nn.scan import MambaStack
 
 __all__ = [
     "FiLM", "SpectralToken", "SpectralFusion", "CausalTransformer", "PDEFM",
@@ -272,9 +272,9 @@ class PDEFM(nn.Module):
         spectral_modes: ``m``, the spectral token's modes per axis; ``spectral_token=False`` drops
             the token and its fusion (the ablation).
         n_coefficients: length of the (zero-padded) coefficient vector of the metadata.
-        layers, d_state: the backbone; ``backbone="mamba"`` (:class:`~physfm.scan.MambaStack`) or
+        layers, d_state: the backbone; ``backbone="mamba"`` (:class:`~physfm.nn.scan.MambaStack`) or
             ``"transformer"`` (:class:`CausalTransformer`, ``heads`` and ``transformer_hidden``).
-        decoder_width, decoder_modes, decoder_blocks: the :class:`~physfm.fno.FNODecoder`.
+        decoder_width, decoder_modes, decoder_blocks: the :class:`~physfm.nn.fno.FNODecoder`.
         heads: heads of the fusion attention.
         embed: width of the system embedding in the metadata.
         spatial_dims: 1, 2 or 3.

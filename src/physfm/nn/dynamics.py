@@ -22,7 +22,7 @@ last frame.
 large processor on top of a fixed tokeniser, :class:`AutoencoderDynamics` adapts the autoencoder
 itself, with three small additions, each of which leaves the autoencoder unchanged at the start:
 
-- **LoRA** (:mod:`physfm.lora`) on every kernel of the encoder and the decoder:
+- **LoRA** (:mod:`physfm.nn.lora`) on every kernel of the encoder and the decoder:
   :math:`W' = W + \\tfrac{\\alpha}{r} B A` with :math:`B = 0` at the start;
 - a **latent transform** :class:`LatentTransform`, :math:`z' = a z + f(z)` with :math:`a = 1` and
   the output layer of :math:`f` zero at the start;
@@ -40,9 +40,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from physfm.autoencoder import ResBlock, RMSNorm, Tokeniser
-from physfm.compression import SpatialConv
-from physfm.lora import adaptable, inject_lora
+from physfm.nn.tokeniser import ResBlock, RMSNorm, Tokeniser
+from physfm.nn.compression import SpatialConv
+from physfm.nn.lora import adaptable, inject_lora
 
 __all__ = ["LatentProcessor", "NextFrameModel", "LatentTransform", "SkipScales", "AutoencoderDynamics", "ADAPT"]
 
@@ -128,7 +128,7 @@ class NextFrameModel(_FramePredictor):
     """Tokeniser encoder -> :class:`LatentProcessor` -> tokeniser decoder, for ``fields`` fields.
 
     Args:
-        tokeniser: a single-channel :class:`~physfm.autoencoder.Tokeniser` (pre-trained or not).
+        tokeniser: a single-channel :class:`~physfm.nn.tokeniser.Tokeniser` (pre-trained or not).
         fields: number of fields of the target system.
         stride: the tokeniser's spatial stride to use (time stride is 1).
         width, blocks: size of the processor.
@@ -223,7 +223,7 @@ class AutoencoderDynamics(_FramePredictor):
     ``tokeniser(x_field, stride, 1)`` for every field, bit for bit.
 
     Args:
-        tokeniser: a pre-trained single-channel :class:`~physfm.autoencoder.Tokeniser`. It is
+        tokeniser: a pre-trained single-channel :class:`~physfm.nn.tokeniser.Tokeniser`. It is
             changed in place (LoRA layers are injected, ``requires_grad`` set): pass a copy to
             keep the original.
         fields: number of fields of the target system (each is encoded on its own).

@@ -1,0 +1,5 @@
+"""Evaluation: how the book scores fields and forecasts.
+
+- :mod:`physfm.eval.metrics`     VRMSE and binned spectral error, exactly The Well's definitions
+- :mod:`physfm.eval.statistics`  statistics that judge generated fields against true ones
+"""

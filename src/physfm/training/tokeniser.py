@@ -1,0 +1,167 @@
+"""Pre-training the tokeniser as an autoencoder on the on-the-fly crop stream.
+
+The recipe is plain data (the keys of :data:`RECIPE_KEYS`, taken from a chapter's parameters by
+:func:`tokeniser_config`); :func:`pretrain_tokeniser` trains a :class:`~physfm.nn.tokeniser.Tokeniser`
+on single-channel crops of the recipe's systems with a random compression ratio per step and
+keeps it in the model cache (:mod:`physfm.training.cache`), so chapters that need the same
+tokeniser train it once. :func:`crops_by_system` and :func:`evaluate_tokeniser` score a
+tokeniser's reconstructions per system and per compression ratio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from physfm.data.spectral import BANDS
+from physfm.training.cache import cached
+from physfm.training.loop import TrainConfig, train
+
+__all__ = ["RECIPE_KEYS", "tokeniser_config", "pretrain_tokeniser", "crops_by_system", "evaluate_tokeniser"]
+
+RECIPE_KEYS = (
+    "systems", "grid", "frames", "crop", "crop_t", "buffer", "refresh", "channels", "latent", "blocks",
+    "patch", "time_patch", "strides", "time_strides", "steps", "batch", "lr", "warmup", "eval_every", "val_crops", "seed",
+)
+
+
+def tokeniser_config(cfg: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+    """The plain-data pre-training recipe inside a chapter's parameters (see the ``tokeniser``
+    preset in :mod:`physfm.profiles`), with ``changes`` applied (e.g. another list of systems)."""
+    recipe = {k: cfg[k] for k in RECIPE_KEYS}
+    if cfg.get("refresh_every") is not None:  # optional: crops read between refreshes (default: buffer)
+        recipe["refresh_every"] = cfg["refresh_every"]
+    recipe.update(changes)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
+
+
+def pretrain_tokeniser(
+    recipe: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    name: str = "tokeniser",
+    progress: bool = True,
+    use_cache: bool = True,
+    system_options: Mapping[str, Mapping] | None = None,
+    system_ranges: Mapping[str, Mapping] | None = None,
+):
+    """Pre-train a 2D :class:`~physfm.nn.tokeniser.Tokeniser` as an autoencoder on single-channel
+    crops streamed from ``recipe["systems"]``, with a random compression ratio per step.
+
+    Each step draws a spatial stride from ``strides`` and a time stride from ``time_strides``,
+    so one set of weights learns every ratio. The validation set is a fixed set of
+    ``val_crops`` crops from a separately seeded stream of the same systems; it is evaluated at
+    the largest ratio (VRMSE and the three spectral bands). The result is cached under
+    ``name`` and the hash of ``recipe`` (see :func:`cached`), so chapters that need the same
+    tokeniser train it once. ``system_options`` (name -> :func:`physfm.data.pde.generate` keywords)
+    and ``system_ranges`` (name -> coefficient ranges) adjust individual systems.
+
+    Returns:
+        ``(tokeniser, curves)``.
+    """
+    from physfm.data import pde, streams
+    from physfm.eval import metrics
+    from physfm.nn.tokeniser import Tokeniser
+
+    r = dict(recipe)
+    options = {k: dict(v) for k, v in (system_options or {}).items() if k in r["systems"]}
+    ranges = {k: {c: list(v) if isinstance(v, tuple) else v for c, v in rg.items()} for k, rg in (system_ranges or {}).items() if k in r["systems"]}
+    if options:
+        r["system_options"] = options
+    if ranges:
+        r["system_ranges"] = ranges
+    systems = [pde.SYSTEMS[n](ranges={c: tuple(v) if isinstance(v, list) else v for c, v in ranges[n].items()}) if n in ranges else n
+               for n in r["systems"]]
+    crop = (int(r["crop_t"]), int(r["crop"]), int(r["crop"]))
+    model_args = dict(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
+                      patch=r["patch"], time_patch=r["time_patch"], stride=max(r["strides"]), time_stride=max(r["time_strides"]))
+
+    def make():
+        torch.manual_seed(r["seed"])
+        return Tokeniser(**model_args)
+
+    def fit(model):
+        model.to(device)
+        stream = streams.CropStream(systems, shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
+                                    size=r["buffer"], refresh=r["refresh"], refresh_every=r.get("refresh_every"), seed=r["seed"],
+                                    device=device, system_options=options)
+        val = streams.take(streams.CropStream(systems, shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
+                                              size=max(len(r["systems"]), r["val_crops"] // 4), refresh=0.0,
+                                              seed=r["seed"] + 10_000, device=device, system_options=options), r["val_crops"])
+        loader = torch.utils.data.DataLoader(stream, batch_size=r["batch"])
+        strides, time_strides = list(r["strides"]), list(r["time_strides"])
+
+        def loss_fn(m, batch, rng):
+            s = strides[int(torch.randint(len(strides), (1,), generator=rng))]
+            st = time_strides[int(torch.randint(len(time_strides), (1,), generator=rng))]
+            return (m(batch, s, st) - batch).square().mean()
+
+        def evaluate(m):
+            pred = m(val)
+            err = metrics.spectral_error(pred, val)
+            return {"vrmse": metrics.vrmse(pred, val).mean(), "mse": err.mse.mean(dim=(0, 1, 2)),
+                    "nmse": err.nmse.mean(dim=(0, 1, 2))}
+
+        config = TrainConfig(steps=r["steps"], lr=r["lr"], warmup=r["warmup"], eval_every=r["eval_every"], seed=r["seed"])
+        curves = train(model, loss_fn, loader, config, evaluate=evaluate, state=[stream], desc=name, progress=progress)
+        curves.attrs["trajectories_per_second"] = float(stream.buffer.trajectories_per_second)
+        curves.attrs["generation_seconds"] = float(stream.buffer.seconds)
+        model.cpu()
+        return curves
+
+    if not use_cache:
+        model = make()
+        return model, fit(model)
+    return cached(name, r, make, fit)
+
+
+def crops_by_system(recipe: Mapping[str, Any], n: int, *, systems: Sequence[str] | None = None, seed: int = 20_000,
+                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """``n`` held-out crops ``(n, 1, crop_t, crop, crop)`` of each system, from streams seeded apart
+    from any training stream (the same recipe's grid, frames and crop size)."""
+    from physfm.data import streams
+
+    out = {}
+    for i, name in enumerate(systems or recipe["systems"]):
+        stream = streams.CropStream([name], shape=(recipe["grid"],) * 2, frames=recipe["frames"],
+                                    crop=(recipe["crop_t"], recipe["crop"], recipe["crop"]),
+                                    size=max(2, n // 4), refresh=0.0, seed=seed + i, device=device)
+        out[name] = streams.take(stream, n)
+    return out
+
+
+def evaluate_tokeniser(tokeniser: nn.Module, crops: Mapping[str, torch.Tensor],
+                       ratios: Sequence[tuple[int, int]]) -> xr.Dataset:
+    """Reconstruction VRMSE and per-band NMSE of ``tokeniser`` on each system's crops at each
+    ``(stride, time_stride)``: a Dataset with dims ``system``, ``ratio`` (and ``band``), plus the
+    compression ratio of each and the VRMSE per frame of the crop (``frame``)."""
+    from physfm.eval import metrics
+
+    names = list(crops)
+    v = np.zeros((len(names), len(ratios)))
+    b = np.zeros((len(names), len(ratios), len(BANDS)))
+    frames = next(iter(crops.values())).shape[2]
+    per_frame = np.zeros((len(names), len(ratios), frames))
+    tokeniser.eval()
+    with torch.no_grad():
+        for i, name in enumerate(names):
+            x = crops[name]
+            for j, (s, st) in enumerate(ratios):
+                pred = tokeniser(x, s, st)
+                err = metrics.vrmse(pred, x)  # (n, 1, frames)
+                v[i, j] = err.mean().item()
+                per_frame[i, j] = err.mean(dim=(0, 1)).cpu().numpy()
+                b[i, j] = metrics.spectral_error(pred, x).nmse.mean(dim=(0, 1, 2)).cpu().numpy()
+    labels = [f"{s}x{st}" for s, st in ratios]
+    return xr.Dataset(
+        {"vrmse": (("system", "ratio"), v), "nmse": (("system", "ratio", "band"), b),
+         "vrmse_per_frame": (("system", "ratio", "frame"), per_frame)},
+        coords={"system": names, "ratio": labels, "band": list(BANDS), "frame": np.arange(frames),
+                "stride": ("ratio", [s for s, _ in ratios]), "time_stride": ("ratio", [st for _, st in ratios]),
+                "compression": ("ratio", [tokeniser.config.ratio(s, st) for s, st in ratios])},
+    )
