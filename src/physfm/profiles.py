@@ -84,70 +84,95 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"eval_crops": 128, "fixed_steps": 5000},
     },
     "pretraining": {
-        # target system (generated at `grid`, frames every `interval`, viscosity in target_nu), the
-        # other systems for cross-domain pre-training, the tokeniser and processor, both budgets,
-        # seeds, and the rollout (context frames, steps predicted). finetune_lr_scale: the learning
-        # rate of a pre-trained tokeniser when fine-tuned, as a fraction of the processor's;
-        # workers: one-thread processes the runs are shared out to on a CPU (physfm.runtime.map_jobs).
+        # target: the system the dynamics model learns; systems: every system (name -> generator
+        # options: coefficient ranges, frame interval), the target's tokeniser pre-trains on the
+        # target, the cross-domain one on the others. grid/frames/window/buffer/refresh: the data;
+        # channels/latent/blocks/patch/stride: the tokeniser; width/processor_blocks: the processor;
+        # pre_steps/pre_batch: pre-training; dyn_steps/batch/lr/warmup: dynamics training;
+        # finetune_lr_scale: the gentle rate of a pre-trained tokeniser (fraction of the processor's);
+        # trajectories: distinct target trajectories for dynamics (0: the unlimited stream);
+        # val_windows/context/rollout_steps/val_rollouts: held-out data; arms and seeds of the base
+        # point; map: axis -> points (overrides of the base), each run for map_arms x map_seeds;
+        # workers: one-thread processes the runs are shared out to on a CPU.
         "smoke": {
-            "target": "navier_stokes", "target_nu": (0.005, 0.02), "interval": 0.25,
-            "systems": ("navier_stokes", "diffusion", "burgers"), "grid": 16, "frames": 9, "window": 5,
-            "buffer": 4, "refresh": 0.25, "channels": (4, 8), "latent": 4, "blocks": 1, "stride": 4,
-            "width": 8, "processor_blocks": 1, "pre_steps": 4, "pre_batch": 4, "dyn_steps": 4, "batch": 2,
-            "lr": 2e-3, "warmup": 1, "finetune_lr_scale": 0.1, "eval_every": 2, "val_windows": 4, "seeds": (0, 1),
-            "pretrain_seed": 0, "context": 4, "rollout_steps": 4, "val_rollouts": 2, "tape_megabytes": 200, "workers": 1,
+            "target": "navier_stokes",
+            "systems": {"navier_stokes": {"ranges": {"nu": (0.005, 0.02)}, "interval": 0.25}, "diffusion": {}, "burgers": {}},
+            "grid": 16, "frames": 9, "window": 5, "buffer": 4, "refresh": 0.25, "channels": (4, 8), "latent": 4, "blocks": 1,
+            "patch": 4, "stride": 4, "width": 8, "processor_blocks": 1, "pre_steps": 4, "pre_batch": 4, "dyn_steps": 4,
+            "batch": 2, "lr": 2e-3, "warmup": 1, "finetune_lr_scale": 0.1, "eval_every": 2, "val_windows": 4,
+            "seeds": (0, 1), "pretrain_seed": 0, "context": 4, "rollout_steps": 4, "val_rollouts": 2, "trajectories": 0,
+            "arms": ("scratch", "scratch_slow", "in_domain_finetuned", "in_domain_full_lr", "in_domain_frozen",
+                     "cross_domain_finetuned", "cross_domain_frozen", "scratch_equal_compute"),
+            "map": {"compression": ({"latent": 1},), "data": ({"trajectories": 2},)},
+            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0,), "workers": 1,
         },
         "cpu": {
-            "target": "navier_stokes", "target_nu": (0.005, 0.02), "interval": 0.5,
-            "systems": ("navier_stokes", "diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott"),
+            "target": "navier_stokes",
+            "systems": {"navier_stokes": {"ranges": {"nu": (0.005, 0.02)}, "interval": 0.5}, "diffusion": {},
+                        "advection_diffusion": {}, "burgers": {}, "kuramoto_sivashinsky": {}, "gray_scott": {}},
             "grid": 32, "frames": 17, "window": 5, "buffer": 32, "refresh": 0.0625, "channels": (8, 32), "latent": 8,
-            "blocks": 1, "stride": 4, "width": 64, "processor_blocks": 3, "pre_steps": 300, "pre_batch": 16,
-            "dyn_steps": 300, "batch": 8, "lr": 2e-3, "warmup": 30, "finetune_lr_scale": 0.1, "eval_every": 25, "val_windows": 32,
-            "seeds": (0, 1, 2), "pretrain_seed": 0, "context": 4, "rollout_steps": 12, "val_rollouts": 16,
-            "tape_megabytes": 400, "workers": 2,
+            "blocks": 1, "patch": 4, "stride": 4, "width": 64, "processor_blocks": 3, "pre_steps": 300, "pre_batch": 16,
+            "dyn_steps": 300, "batch": 8, "lr": 2e-3, "warmup": 30, "finetune_lr_scale": 0.1, "eval_every": 25,
+            "val_windows": 32, "seeds": (0, 1, 2), "pretrain_seed": 0, "context": 4, "rollout_steps": 12, "val_rollouts": 16,
+            "trajectories": 0,
+            "arms": ("scratch", "scratch_slow", "in_domain_finetuned", "in_domain_full_lr", "in_domain_frozen",
+                     "cross_domain_finetuned", "cross_domain_frozen", "scratch_equal_compute"),
+            "map": {"compression": ({"latent": 4}, {"latent": 2}, {"latent": 1}, {"latent": 1, "patch": 8, "stride": 8}),
+                    "capacity": ({"channels": (4, 16)}, {"channels": (16, 64)}),
+                    "data": ({"trajectories": 4}, {"trajectories": 16}),
+                    "pre-training": ({"pre_steps": 100}, {"pre_steps": 1000})},
+            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0, 1), "workers": 2,
         },
         "gpu": {
-            "target": "navier_stokes", "target_nu": (0.002, 0.01), "interval": 0.5,
-            "systems": ("navier_stokes", "diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott"),
+            "target": "navier_stokes",
+            "systems": {"navier_stokes": {"ranges": {"nu": (0.002, 0.01)}, "interval": 0.5}, "diffusion": {},
+                        "advection_diffusion": {}, "burgers": {}, "kuramoto_sivashinsky": {}, "gray_scott": {}},
             "grid": 128, "frames": 33, "window": 9, "buffer": 512, "refresh": 0.125, "channels": (32, 128), "latent": 8,
-            "blocks": 3, "stride": 4, "width": 128, "processor_blocks": 4, "pre_steps": 10500, "pre_batch": 64,
-            "dyn_steps": 10500, "batch": 32, "lr": 1e-3, "warmup": 200, "finetune_lr_scale": 0.1, "eval_every": 500, "val_windows": 256,
-            "seeds": (0, 1, 2), "pretrain_seed": 0, "context": 8, "rollout_steps": 24, "val_rollouts": 64,
-            "tape_megabytes": 4000, "workers": 1,
+            "blocks": 3, "patch": 4, "stride": 4, "width": 128, "processor_blocks": 4, "pre_steps": 10500, "pre_batch": 64,
+            "dyn_steps": 10500, "batch": 32, "lr": 1e-3, "warmup": 200, "finetune_lr_scale": 0.1, "eval_every": 500,
+            "val_windows": 256, "seeds": (0, 1, 2), "pretrain_seed": 0, "context": 8, "rollout_steps": 24, "val_rollouts": 64,
+            "trajectories": 0,
+            "arms": ("scratch", "scratch_slow", "in_domain_finetuned", "in_domain_full_lr", "in_domain_frozen",
+                     "cross_domain_finetuned", "cross_domain_frozen", "scratch_equal_compute"),
+            "map": {"compression": ({"latent": 4}, {"latent": 2}, {"latent": 1}, {"latent": 1, "patch": 8, "stride": 8}),
+                    "capacity": ({"channels": (16, 64)}, {"channels": (64, 256)}),
+                    "data": ({"trajectories": 16}, {"trajectories": 128}),
+                    "pre-training": ({"pre_steps": 2500}, {"pre_steps": 21000})},
+            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0, 1, 2), "workers": 1,
         },
     },
     "finetuning": {
         # The tokeniser and the data grid are the pre-training chapter's at the same profile (its
         # cross-domain tokeniser; its target is the unseen system). seen: a system the tokeniser
-        # was pre-trained on; configs: names of physfm.experiments.finetuning.CONFIGS; rank: LoRA rank;
+        # was pre-trained on; arms: names of physfm.experiments.finetuning.ARMS; rank: LoRA rank;
         # width/transform_blocks: the latent transform's f; train_trajectories: the fine-tuning
         # set of each system; dyn_steps/batch/lr/warmup/eval_every/seeds: the training of every
         # configuration; val_windows: validation windows; context/rollout_steps/val_rollouts:
         # the rollout (true frames, frames predicted, trajectories).
         "smoke": {
-            "seen": "burgers", "configs": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips"),
+            "seen": "burgers", "arms": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips"),
             "rank": 2, "width": 8, "transform_blocks": 1, "train_trajectories": 2, "dyn_steps": 4, "batch": 2,
             "lr": 1e-2, "warmup": 1, "eval_every": 2, "seeds": (0, 1), "val_windows": 4, "context": 4,
-            "rollout_steps": 4, "val_rollouts": 2,
+            "rollout_steps": 4, "val_rollouts": 2, "workers": 1,
         },
         "cpu": {
-            "seen": "kuramoto_sivashinsky", "configs": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips"),
+            "seen": "kuramoto_sivashinsky", "arms": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips"),
             "rank": 4, "width": 16, "transform_blocks": 1, "train_trajectories": 16, "dyn_steps": 150, "batch": 8,
             "lr": 1e-2, "warmup": 10, "eval_every": 25, "seeds": (0, 1, 2), "val_windows": 32, "context": 4,
-            "rollout_steps": 12, "val_rollouts": 8,
+            "rollout_steps": 12, "val_rollouts": 8, "workers": 2,
         },
         "gpu": {
             "seen": "kuramoto_sivashinsky",
-            "configs": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips", "lora_transform", "lora_skips"),
+            "arms": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips", "lora_transform", "lora_skips"),
             "rank": 16, "width": 64, "transform_blocks": 2, "train_trajectories": 256, "dyn_steps": 5000, "batch": 32,
             "lr": 2e-3, "warmup": 200, "eval_every": 250, "seeds": (0, 1, 2), "val_windows": 256, "context": 8,
-            "rollout_steps": 24, "val_rollouts": 64,
+            "rollout_steps": 24, "val_rollouts": 64, "workers": 1,
         },
     },
     "pdefm": {
-        # one PDE-FM-style model across systems (physfm.experiments.pdefm.run): the systems, their corpus
-        # sizes n_i and the sampling temperature T (p_i ~ n_i^(1/T)); generator options per system
-        # (coefficient ranges, frame interval, box) for the grid; trajectories of `frames` frames in
+        # one PDE-FM-style model across systems (physfm.experiments.pdefm.run): the systems (name ->
+        # generator options: coefficient ranges, frame interval, box), their corpus sizes n_i and the
+        # sampling temperature T (p_i ~ n_i^(1/T)); trajectories of `frames` frames in
         # pools of `pool` (chunks of `chunk`, one refreshed every `refresh_every` windows read);
         # training windows of `window` frames at a stride from `strides`; the model (width of the
         # adapters, token dim, patch, spectral modes, backbone layers and state, FNO decoder); the
@@ -155,30 +180,31 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # of the spectral loss); seeds; held_out systems for zero-shot transfer; validation and
         # rollout; timing of the two backbones at timing_lengths.
         "smoke": {
-            "systems": ("diffusion", "advection_diffusion", "burgers"), "sizes": (400, 200, 100), "temperature": 3.0,
-            "options": {}, "grid": 16, "frames": 6, "pool": 2, "chunk": 2, "refresh_every": 0,
+            "systems": {"diffusion": {}, "advection_diffusion": {}, "burgers": {}}, "sizes": (400, 200, 100),
+            "temperature": 3.0, "grid": 16, "frames": 6, "pool": 2, "chunk": 2, "refresh_every": 0,
             "window": 4, "strides": (1,), "width": 4, "dim": 8, "patch": 4, "spectral_modes": 2, "n_coefficients": 3,
             "layers": 1, "d_state": 4, "decoder_width": 4, "decoder_modes": 4, "decoder_blocks": 1, "heads": 2, "embed": 4,
             "steps": 4, "batch": 2, "lr": 2e-3, "warmup": 1, "eval_every": 2, "generic_fraction": 0.25,
             "spectral_weight": 0.1, "seeds": (0, 1), "held_out": ("advection_diffusion",), "val_trajectories": 2,
-            "context": 3, "rollout_steps": 2, "timing_lengths": (8, 16), "timing_batch": 8,
+            "context": 3, "rollout_steps": 2, "timing_lengths": (8, 16), "timing_batch": 8, "workers": 1,
         },
         "cpu": {
-            "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
+            "systems": {"diffusion": {}, "advection_diffusion": {}, "burgers": {},
+                        "kuramoto_sivashinsky": {"length": 8 * 3.141592653589793}, "gray_scott": {},
+                        "navier_stokes": {"interval": 0.25, "ranges": {"nu": (0.005, 0.02)}}},
             "sizes": (800, 400, 400, 100, 200, 100), "temperature": 3.0,
-            "options": {"navier_stokes": {"interval": 0.25, "ranges": {"nu": (0.005, 0.02)}},
-                        "kuramoto_sivashinsky": {"length": 8 * 3.141592653589793}},
             "grid": 32, "frames": 13, "pool": 16, "chunk": 4, "refresh_every": 64,
             "window": 6, "strides": (1, 2), "width": 8, "dim": 32, "patch": 4, "spectral_modes": 4, "n_coefficients": 3,
             "layers": 2, "d_state": 8, "decoder_width": 8, "decoder_modes": 8, "decoder_blocks": 1, "heads": 2, "embed": 8,
             "steps": 220, "batch": 4, "lr": 4e-3, "warmup": 20, "eval_every": 55, "generic_fraction": 0.2,
             "spectral_weight": 0.1, "seeds": (0, 1), "held_out": ("navier_stokes",), "val_trajectories": 8,
             "context": 5, "rollout_steps": 8, "timing_lengths": (8, 32, 128, 512, 2048), "timing_batch": 16,
+            "workers": 2,
         },
         "gpu": {
-            "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
+            "systems": {"diffusion": {}, "advection_diffusion": {}, "burgers": {}, "kuramoto_sivashinsky": {},
+                        "gray_scott": {}, "navier_stokes": {"interval": 0.25, "ranges": {"nu": (0.003, 0.015)}}},
             "sizes": (800, 400, 400, 100, 200, 100), "temperature": 3.0,
-            "options": {"navier_stokes": {"interval": 0.25, "ranges": {"nu": (0.003, 0.015)}}},
             "grid": 64, "frames": 33, "pool": 256, "chunk": 16, "refresh_every": 512,
             "window": 17, "strides": (1, 2), "width": 32, "dim": 128, "patch": 4, "spectral_modes": 8, "n_coefficients": 3,
             "layers": 4, "d_state": 16, "decoder_width": 64, "decoder_modes": 16, "decoder_blocks": 2, "heads": 4, "embed": 16,
@@ -186,7 +212,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "spectral_weight": 0.1, "seeds": (0, 1, 2),
             "held_out": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
             "val_trajectories": 64, "context": 8, "rollout_steps": 24, "timing_lengths": (16, 64, 256, 1024, 4096),
-            "timing_batch": 256,
+            "timing_batch": 256, "workers": 1,
         },
     },
     "scan": {

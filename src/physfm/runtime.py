@@ -15,16 +15,20 @@ times the throughput of one two-thread process.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import platform
 import random
+from pathlib import Path
+from types import ModuleType
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["device", "describe_device", "seed_everything", "map_jobs", "distributed", "is_main_process"]
+__all__ = ["device", "describe_device", "seed_everything", "seed_for", "map_jobs", "distributed", "is_main_process", "cache_dir", "code_digest"]
 
 _CHOICES = ("cuda", "mps", "cpu")
 
@@ -102,6 +106,42 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def seed_for(purpose: str, seed: int = 0) -> int:
+    """The seed of one named random stream of a run: ``seed_for("validation", 0)``.
+
+    A run draws from several streams (training data, validation data, rollout trajectories,
+    normalisation statistics, initial weights...). Deriving each from the run's ``seed`` and the
+    stream's name (a hash, not an offset such as ``seed + 50_000``) keeps them apart for every
+    seed: validation data never coincides with training data, and a new stream never has to
+    find an offset that is not taken. Returns an int in ``[0, 2**31)``.
+    """
+    if not isinstance(purpose, str) or not purpose:
+        raise ValueError(f"seed_for: purpose must be a non-empty string, got {purpose!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed_for: seed must be a non-negative int, got {seed!r}")
+    digest = hashlib.sha256(f"physfm/{purpose}/{seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def code_digest(modules: Sequence[ModuleType]) -> str:
+    """Hash of the source of ``modules``: what is cached from code (a trained model, data
+    statistics) is stale as soon as that code changes, and only then (editing the plotting code
+    retrains nothing)."""
+    h = hashlib.sha256()
+    for module in sorted(modules, key=lambda m: m.__name__):
+        h.update(module.__name__.encode())
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where trained models and data statistics are kept: ``$PHYSFM_CACHE``, else ``.cache/`` in
+    the repository (ignored by git). Deleting it is always safe."""
+    from physfm.results import repo_root
+
+    return Path(os.environ.get("PHYSFM_CACHE") or repo_root() / ".cache")
 
 
 def _start_worker(initializer: Callable[..., None] | None, initargs: Sequence[Any]) -> None:

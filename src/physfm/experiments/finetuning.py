@@ -7,7 +7,7 @@ This module runs the comparison of the fine-tuning chapter: on a system the toke
 pre-trained on (*seen*) and on one it never saw (*unseen*), train each configuration of
 
 =========================  ==============  =========  =====
-configuration              tokeniser       transform  skips
+arm                        tokeniser       transform  skips
 =========================  ==============  =========  =====
 ``frozen``                 fixed           yes        yes
 ``lora_transform_skips``   fixed + LoRA    yes        yes
@@ -20,15 +20,17 @@ configuration              tokeniser       transform  skips
 =========================  ==============  =========  =====
 
 (the first three are Tadpole's frozen / LoRA / full-parameter fine-tuning; the others take
-parts away) for the same number of steps, with the same optimiser and schedule, for several
-seeds, and record the number of trainable parameters of each. Every configuration and seed
-fine-tunes on the same small data set of a system, every window of ``train_trajectories``
-generated trajectories (fine-tuning adapts a pre-trained model with little data; the
-pre-training had the endless stream); the seed sets the initial LoRA factors and transform
-weights and the order in which the windows come, epoch after epoch. Validation and rollout
-trajectories are generated apart from them.
+parts away; each is an :class:`Arm`) for the same number of steps, with the same optimiser and
+schedule, for several seeds, and record the number of trainable parameters of each. Every arm
+and seed fine-tunes on the same small data set of a system, every window of
+``train_trajectories`` trajectories of the stream ``seed_for("train", 0)`` (fine-tuning adapts a
+pre-trained model with little data; the pre-training had the endless stream); the seed sets the
+initial LoRA factors and transform weights (``seed_for("adapters", seed)``) and the order in
+which the windows come, epoch after epoch (``seed_for("order", seed)``). Validation and rollout
+trajectories come from their own streams (:func:`physfm.experiments.harness.eval_data`).
 
-The tokeniser is the pre-training chapter's *cross-domain* one (:mod:`physfm.experiments.pretraining`):
+The tokeniser is the pre-training chapter's *cross-domain* one (:mod:`physfm.experiments.pretraining`,
+at its base point):
 pre-trained as an autoencoder on every system of that chapter except its target, so the target
 (Kolmogorov flow at the default profiles) is the unseen system, generated exactly as there, and
 the seen one is any of the others. Both come from the model cache when that chapter has run.
@@ -36,7 +38,8 @@ the seen one is any of the others. Both come from the model cache when that chap
 Logged: validation next-frame VRMSE and the low/mid/high spectral NMSE every ``eval_every`` steps
 (step 0 is the untouched autoencoder: every configuration starts there), the training loss, the
 VRMSE of autoregressive rollouts per lead time after training, and the learned scales
-(:math:`a` and the skip scales). :func:`run` returns it all as one :class:`xarray.Dataset`.
+(:math:`a` and the skip scales). :func:`run` returns it all in the harness's layout (dims
+``arm``, ``seed``, ``system``).
 """
 
 from __future__ import annotations
@@ -44,202 +47,169 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
-from physfm.data import pde, streams
-from physfm.eval import metrics
-from physfm.experiments import pretraining
+from physfm.data import streams
+from physfm.data.spec import specs
+from physfm.experiments import harness, pretraining
+from physfm.experiments.harness import Job
 from physfm.nn.dynamics import AutoencoderDynamics, SkipScales
 from physfm.nn.lora import count_parameters
-from physfm.experiments.pretraining import tokeniser_recipe
-from physfm.data.spectral import BANDS
-from physfm.training import TrainConfig, pretrain_tokeniser, train
+from physfm.nn.tokeniser import Tokeniser
+from physfm.runtime import seed_for
+from physfm.training import TrainConfig, train
 
-__all__ = ["CONFIGS", "LABELS", "pretrained_tokeniser", "build", "run", "summary"]
+__all__ = ["Arm", "ARMS", "pretrained_tokeniser", "build", "run", "summary"]
 
-#: configuration -> (adapt, transform, skips), the arguments of AutoencoderDynamics
-CONFIGS: dict[str, tuple[str, bool, bool]] = {
-    "frozen": ("frozen", True, True),
-    "lora_transform_skips": ("lora", True, True),
-    "full": ("full", True, True),
-    "lora": ("lora", False, False),
-    "transform": ("frozen", True, False),
-    "skips": ("frozen", False, True),
-    "lora_transform": ("lora", True, False),
-    "lora_skips": ("lora", False, True),
-}
 
-LABELS = {
-    "frozen": "frozen + transform + skips",
-    "lora_transform_skips": "LoRA + transform + skips",
-    "full": "full fine-tuning",
-    "lora": "LoRA only",
-    "transform": "transform only",
-    "skips": "skips only",
-    "lora_transform": "LoRA + transform",
-    "lora_skips": "LoRA + skips",
-}
+@dataclass(frozen=True)
+class Arm:
+    """Which parts of :class:`~physfm.nn.dynamics.AutoencoderDynamics` an arm trains."""
+
+    name: str
+    label: str
+    adapt: str  # "frozen", "lora" or "full"
+    transform: bool
+    skips: bool
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in (
+    Arm("frozen", "frozen + transform + skips", "frozen", True, True),
+    Arm("lora_transform_skips", "LoRA + transform + skips", "lora", True, True),
+    Arm("full", "full fine-tuning", "full", True, True),
+    Arm("lora", "LoRA only", "lora", False, False),
+    Arm("transform", "transform only", "frozen", True, False),
+    Arm("skips", "skips only", "frozen", False, True),
+    Arm("lora_transform", "LoRA + transform", "lora", True, False),
+    Arm("lora_skips", "LoRA + skips", "lora", False, True),
+)}
 
 
 def pretrained_tokeniser(pre: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True):
     """The pre-training chapter's cross-domain tokeniser for its parameters ``pre`` (the
-    ``pretraining`` preset): ``(tokeniser, curves, systems it was pre-trained on)``.
-
-    The call is the one :func:`physfm.experiments.pretraining.run` makes, so both chapters share one cached model.
-    """
-    others = [s for s in pre["systems"] if s != pre["target"]]
-    if not others:
-        raise ValueError(f"pretrained_tokeniser: systems {pre['systems']} must include systems other than the target {pre['target']!r}")
-    tok, curves = pretrain_tokeniser(tokeniser_recipe(pre, others), device=device, name="ablation-cross_domain", progress=progress,
-                                     system_options={pre["target"]: pretraining._options(pre)}, system_ranges=pretraining._target_ranges(pre))
-    return tok, curves, others
+    ``pretraining`` preset): ``(tokeniser, curves, systems it was pre-trained on)``, the very
+    model :func:`physfm.experiments.pretraining.run` trains (both chapters share it through the cache)."""
+    toks = pretraining.pretrained_tokenisers(pre, device=device, progress=progress, domains=("cross_domain",))
+    tok, curves = toks["cross_domain"]
+    return tok, curves, [s for s in specs(pre["systems"]) if s != pre["target"]]
 
 
-def _systems(cfg, pre) -> dict[str, tuple[pde.System, dict]]:
-    """name -> (system, generate() options) of the seen and the unseen system."""
-    others = [s for s in pre["systems"] if s != pre["target"]]
-    if cfg["seen"] not in others:
-        raise ValueError(f"run: seen={cfg['seen']!r} must be one of the systems the tokeniser was pre-trained on, {others}")
-    return {cfg["seen"]: (pde.get_system(cfg["seen"]), {}), pre["target"]: (pretraining._target(pre), pretraining._options(pre))}
+def build(arm: Arm | str, tokeniser: Tokeniser, fields: int, cfg: Mapping[str, Any], *, stride: int, seed: int = 0) -> AutoencoderDynamics:
+    """The model of ``arm`` around a copy of ``tokeniser``; ``seed`` sets the initial LoRA factors
+    and the transform's weights (``seed_for("adapters", seed)``)."""
+    if isinstance(arm, str):
+        if arm not in ARMS:
+            raise ValueError(f"build: unknown arm {arm!r}; choose from {list(ARMS)}")
+        arm = ARMS[arm]
+    torch.manual_seed(seed_for("adapters", seed))
+    return AutoencoderDynamics(copy.deepcopy(tokeniser), fields, stride=stride, adapt=arm.adapt, rank=cfg["rank"],
+                               transform=arm.transform, skips=arm.skips, width=cfg["width"], blocks=cfg["transform_blocks"],
+                               generator=torch.Generator().manual_seed(seed_for("lora", seed)))
 
 
-def _trajectories(pre, system, options, n: int, seed: int, device) -> torch.Tensor:
-    """``n`` normalised trajectories ``(n, F, frames, *S)`` of ``system`` on the tokeniser's grid."""
-    buf = streams.TrajectoryBuffer([system], shape=(pre["grid"],) * 2, frames=pre["frames"], size=n, seed=seed,
-                                   device=device, system_options={system.name: options} if options else None)
-    return torch.stack(buf.data)
+# -- the jobs --------------------------------------------------------------------------------
+
+_SHARED: dict[str, Any] = {}
 
 
-def _batches(trajectories: torch.Tensor, window: int, steps: int, batch: int, seed: int):
-    """``steps`` batches ``(batch, F, window, *S)`` of the windows of ``trajectories``, every window
-    once per epoch, in an order shuffled by ``seed``."""
-    starts = trajectories.shape[2] - window + 1
-    n = len(trajectories) * starts
-    g = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-steps * batch // n))])[: steps * batch]
-    for chunk in order.split(batch):
-        yield torch.stack([trajectories[i // starts, :, i % starts : i % starts + window] for i in chunk.tolist()])
+def _share(cfg, pre, tokeniser: tuple[Any, dict], data: Mapping[str, tuple[torch.Tensor, harness.EvalData]], device) -> None:
+    tok = Tokeniser(tokeniser[0])
+    tok.load_state_dict(tokeniser[1])
+    _SHARED.clear()
+    _SHARED.update(cfg=dict(cfg), pre=dict(pre), tokeniser=tok.to(device), device=device,
+                   data={k: (t.to(device), e.to(device)) for k, (t, e) in data.items()})
 
 
-def build(config: str, tokeniser, fields: int, cfg: Mapping[str, Any], *, stride: int, seed: int = 0) -> AutoencoderDynamics:
-    """The model of ``config`` around a copy of ``tokeniser``; ``seed`` sets the initial LoRA
-    factors and the transform's weights."""
-    if config not in CONFIGS:
-        raise ValueError(f"build: unknown configuration {config!r}; choose from {list(CONFIGS)}")
-    adapt, transform, skips = CONFIGS[config]
-    torch.manual_seed(seed)
-    return AutoencoderDynamics(copy.deepcopy(tokeniser), fields, stride=stride, adapt=adapt, rank=cfg["rank"],
-                               transform=transform, skips=skips, width=cfg["width"], blocks=cfg["transform_blocks"],
-                               generator=torch.Generator().manual_seed(seed))
+def _job(job: Job) -> xr.Dataset:
+    cfg, pre, device = _SHARED["cfg"], _SHARED["pre"], _SHARED["device"]
+    train_set, data = _SHARED["data"][job.system]
+    arm = ARMS[job.arm]
+    model = build(arm, _SHARED["tokeniser"], train_set.shape[1], cfg, stride=pre["stride"], seed=job.seed).to(device)
+    tc = TrainConfig(steps=cfg["dyn_steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
+    batches = streams.epoch_batches(train_set, pre["window"], cfg["dyn_steps"], cfg["batch"], seed_for("order", job.seed))
+    curves = train(model, lambda m, b, rng: m.loss(b), batches, tc, evaluate=data.scores, desc=harness.describe_job(job),
+                   progress=False)
+    model.eval()
+    levels = len(SkipScales.levels)
+    return harness.job_dataset(
+        curves, rollout=data.rollout(model.rollout), trainable=count_parameters(model)[0],
+        scale=model.transform.scale.item() if model.transform is not None else np.nan,
+        skip_scale=(("level",), model.skips.scales.detach().cpu().numpy() if model.skips is not None else np.full(levels, np.nan)))
 
 
 def run(cfg: Mapping[str, Any], pre: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
-        configs: Sequence[str] | None = None, tokeniser=None) -> xr.Dataset:
+        arms: Sequence[str] | None = None, tokeniser: Tokeniser | None = None, workers: int | None = None,
+        folder: str | None = None) -> xr.Dataset:
     """Run the fine-tuning comparison of ``cfg`` (the ``finetuning`` preset) with the tokeniser
     and data of ``pre`` (the ``pretraining`` preset at the same profile).
 
     Args:
-        configs: configurations to train (default: ``cfg["configs"]``), names of :data:`CONFIGS`.
+        arms: arms to train (default: ``cfg["arms"]``), names of :data:`ARMS`.
         tokeniser: the pre-trained tokeniser to use (default: :func:`pretrained_tokeniser`).
+        workers: one-thread worker processes on a CPU (default ``cfg["workers"]``).
+        folder: save each finished run there and skip it when run again.
 
     Returns:
-        A Dataset with dims ``config``, ``system`` (coordinate ``seen``: whether the tokeniser was
-        pre-trained on it), ``seed``, ``eval_step``, ``band``, ``step``, ``lead`` and ``level``:
-        ``vrmse``, ``nmse``, ``loss``, ``rollout_vrmse``, ``trainable`` (parameters), ``scale``
-        (the transform's :math:`a`), ``skip_scale``, and the references ``persistence_vrmse``
-        (copy the last frame) and ``persistence_rollout``.
+        The harness's layout, dims ``arm``, ``seed``, ``system`` (coordinate ``seen``: whether the
+        tokeniser was pre-trained on it), plus ``trainable`` parameters, ``scale`` (the
+        transform's :math:`a`) and ``skip_scale`` (per ``level``).
     """
-    configs = list(cfg["configs"] if configs is None else configs)
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown or not configs:
-        raise ValueError(f"run: unknown configurations {unknown or configs}; choose from {list(CONFIGS)}")
+    arms = list(cfg["arms"] if arms is None else arms)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise ValueError(f"run: unknown arms {unknown or arms}; choose from {list(ARMS)}")
     if cfg["eval_every"] < 1 or cfg["dyn_steps"] < 1:
         raise ValueError(f"run: dyn_steps and eval_every must be >= 1, got dyn_steps={cfg['dyn_steps']}, eval_every={cfg['eval_every']}")
     if cfg["context"] + cfg["rollout_steps"] > pre["frames"]:
         raise ValueError(f"run: context + rollout_steps = {cfg['context'] + cfg['rollout_steps']} must not exceed "
                          f"the {pre['frames']} frames of a trajectory")
+    all_specs = specs(pre["systems"])
+    others = [s for s in all_specs if s != pre["target"]]
+    if cfg["seen"] not in others:
+        raise ValueError(f"run: seen={cfg['seen']!r} must be one of the systems the tokeniser was pre-trained on, {others}")
+    workers = int(cfg.get("workers", 1) if workers is None else workers)
+    if torch.device(device).type != "cpu":
+        workers = 1
     start = time.perf_counter()
-    systems = _systems(cfg, pre)
     if tokeniser is None:
         tokeniser, _, _ = pretrained_tokeniser(pre, device=device, progress=progress)
-    tokeniser = tokeniser.to(device)
-    seeds = list(cfg["seeds"])
-    names = list(systems)
-    n_eval = cfg["dyn_steps"] // cfg["eval_every"] + 1 + bool(cfg["dyn_steps"] % cfg["eval_every"])
-    shape = (len(configs), len(names), len(seeds))
-    vr = np.full((*shape, n_eval), np.nan)
-    nm = np.full((*shape, n_eval, len(BANDS)), np.nan)
-    loss = np.full((*shape, cfg["dyn_steps"]), np.nan)
-    roll = np.full((*shape, cfg["rollout_steps"]), np.nan)
-    scale = np.full(shape, np.nan)
-    skip = np.full((*shape, len(SkipScales.levels)), np.nan)
-    trainable = np.zeros((len(configs), len(names)), dtype=np.int64)
-    pers = np.zeros(len(names))
-    pers_roll = np.zeros((len(names), cfg["rollout_steps"]))
-    eval_steps = None
-    for k, name in enumerate(names):
-        system, options = systems[name]
-        val = streams.held_out_windows(system, shape=(pre["grid"],) * 2, frames=pre["frames"], window=pre["window"],
-                                       n=cfg["val_windows"], seed=50_000, device=device, system_options=options)
-        test = _trajectories(pre, system, options, cfg["val_rollouts"], seed=60_000, device=device)
-        ctx, future = test[:, :, : cfg["context"]], test[:, :, cfg["context"] : cfg["context"] + cfg["rollout_steps"]]
-        pers[k] = metrics.vrmse(val[:, :, :-1], val[:, :, 1:]).mean().item()
-        pers_roll[k] = metrics.vrmse(ctx[:, :, -1:].expand_as(future), future).mean(dim=(0, 1)).cpu().numpy()
-
-        def evaluate(m, val=val):
-            pred = m(val[:, :, :-1])
-            target = val[:, :, 1:]
-            return {"vrmse": metrics.vrmse(pred, target).mean(), "nmse": metrics.spectral_error(pred, target).nmse.mean(dim=(0, 1, 2))}
-
-        data = _trajectories(pre, system, options, cfg["train_trajectories"], seed=70_000, device=device)
-        for j, seed in enumerate(seeds):
-            for i, config in enumerate(configs):
-                model = build(config, tokeniser, val.shape[1], cfg, stride=pre["stride"], seed=seed).to(device)
-                trainable[i, k] = count_parameters(model)[0]
-                tc = TrainConfig(steps=cfg["dyn_steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=seed)
-                batches = _batches(data, pre["window"], cfg["dyn_steps"], cfg["batch"], seed)
-                curves = train(model, lambda m, b, rng: m.loss(b), batches, tc, evaluate=evaluate,
-                               desc=f"{name} {config} seed {seed}", progress=progress)
-                eval_steps = curves.eval_step.values
-                vr[i, k, j] = curves.vrmse.values
-                nm[i, k, j] = curves.nmse.values
-                loss[i, k, j] = curves.loss.values
-                model.eval()
-                roll[i, k, j] = metrics.vrmse(model.rollout(ctx, cfg["rollout_steps"]), future).mean(dim=(0, 1)).cpu().numpy()
-                if model.transform is not None:
-                    scale[i, k, j] = model.transform.scale.item()
-                if model.skips is not None:
-                    skip[i, k, j] = model.skips.scales.detach().cpu().numpy()
-    others = [s for s in pre["systems"] if s != pre["target"]]
-    return xr.Dataset(
-        {
-            "vrmse": (("config", "system", "seed", "eval_step"), vr),
-            "nmse": (("config", "system", "seed", "eval_step", "band"), nm),
-            "loss": (("config", "system", "seed", "step"), loss),
-            "rollout_vrmse": (("config", "system", "seed", "lead"), roll),
-            "trainable": (("config", "system"), trainable),
-            "scale": (("config", "system", "seed"), scale),
-            "skip_scale": (("config", "system", "seed", "level"), skip),
-            "persistence_vrmse": (("system",), pers),
-            "persistence_rollout": (("system", "lead"), pers_roll),
-        },
-        coords={
-            "config": configs, "system": names, "seen": ("system", [n in others for n in names]), "seed": seeds,
-            "eval_step": eval_steps, "band": list(BANDS), "step": np.arange(1, cfg["dyn_steps"] + 1),
-            "lead": np.arange(1, cfg["rollout_steps"] + 1), "level": list(SkipScales.levels),
-        },
-        attrs={"pretrained_on": ", ".join(others), "tokeniser_parameters": int(count_parameters(tokeniser)[1]),
-               "seconds": time.perf_counter() - start},
-    )
+    names = [cfg["seen"], pre["target"]]
+    shape = (pre["grid"],) * 2
+    data, buffers = {}, []
+    for name in names:
+        train_set, buf = streams.held_out_trajectories(all_specs[name], shape=shape, frames=pre["frames"],
+                                                       n=cfg["train_trajectories"], purpose="train")
+        buffers.append(buf)
+        data[name] = (train_set, harness.eval_data(all_specs[name], shape=shape, frames=pre["frames"], window=pre["window"],
+                                                   n_windows=cfg["val_windows"], context=cfg["context"],
+                                                   steps=cfg["rollout_steps"], n_rollouts=cfg["val_rollouts"]))
+    jobs = [Job(a, s, system=n) for n in names for s in cfg["seeds"] for a in arms]
+    state = (tokeniser.config, {k: v.cpu() for k, v in tokeniser.state_dict().items()})
+    share = (dict(cfg), dict(pre), state, data, device)
+    if workers == 1:
+        _share(*share)
+    results = harness.run_jobs(_job, jobs, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
+                               folder=folder, desc=f"{len(jobs)} fine-tuning runs", progress=progress)
+    _SHARED.clear()
+    baselines = xr.concat([data[n][1].baselines() for n in names], dim=xr.DataArray(names, dims="system"))
+    drops = streams.drop_summary(buffers)
+    ds = harness.collect(results, baselines=baselines, attrs={
+        "pretrained_on": ", ".join(others), "tokeniser_parameters": int(count_parameters(tokeniser)[1]),
+        "seconds": time.perf_counter() - start, "workers": workers,
+        **{f"dropped_{k}": int(v["dropped"]) for k, v in drops.items()}, **{f"drop_rate_{k}": float(v["rate"]) for k, v in drops.items()}})
+    ds = ds.assign_coords(seen=("system", [n in others for n in ds.system.values]), level=list(SkipScales.levels))
+    ds["trainable"] = ds.trainable.isel(seed=0, drop=True)
+    return ds
 
 
 def summary(ds: xr.Dataset) -> xr.Dataset:
-    """Final numbers per configuration and system: mean and standard deviation over seeds of
-    the last validation VRMSE and band NMSE, and of the rollout VRMSE averaged over all leads."""
+    """Final numbers per arm and system: mean and standard deviation over seeds of the last
+    validation VRMSE and band NMSE, and of the rollout VRMSE averaged over all leads."""
     last = ds.isel(eval_step=-1)
     roll = ds.rollout_vrmse.mean("lead")
     ddof = 1 if ds.sizes["seed"] > 1 else 0

@@ -1,27 +1,15 @@
-r"""One model trained across PDE systems: metadata windows, temperature sampling, PDE-FM's experiments.
+r"""One model trained across PDE systems: PDE-FM's experiments (arXiv 2511.21861).
 
-**Data.** For every system a :class:`SystemWindows` pool holds trajectories made by the
-on-the-fly generator (:func:`physfm.data.pde.generate`), each field normalised to zero mean and unit
-variance over its time and space (as :mod:`physfm.data.streams` does), together with what the model
-is conditioned on: the coefficients the trajectory was drawn with, scaled to :math:`[-1, 1]`
-(:func:`scale_coefficients`), and the time between its frames. A window takes every
-``stride``-th frame, so the time step the model sees varies (``dt = stride * interval``). The
-pool is refreshed as it is read: every ``refresh_every`` windows of a system, its oldest chunk
-of trajectories is replaced by a newly generated one.
+**Data.** For every system a :class:`~physfm.data.streams.WindowStream` yields windows of its
+trajectories with what the model is conditioned on: the coefficients the trajectory was drawn
+with, scaled to :math:`[-1, 1]` (:meth:`~physfm.data.spec.SystemSpec.scaled`), and the time between
+the window's frames; a window takes every ``stride``-th frame, so the time step the model sees
+varies (``dt = stride * interval``). Every training step draws one system by temperature
+(:mod:`physfm.data.mixture`) and a batch of its windows; a fraction ``generic_fraction`` of the
+batches goes through the model's generic, single-field path (no system, no coefficients), which
+is what makes zero-shot prediction of a held-out system possible at all.
 
-**Temperature sampling.** Every training step draws one system and a batch of its windows. With
-:math:`n_i` the size of system :math:`i`'s share of the corpus and a temperature :math:`T`,
-
-.. math::  p_i = \frac{n_i^{1/T}}{\sum_j n_j^{1/T}},
-
-so :math:`T = 1` samples in proportion to the data (a large system dominates), :math:`T \to \infty`
-samples every system equally, and values in between flatten the imbalance (the multilingual
-recipe of Arivazhagan et al. 2019, used by PDE-FM to keep one domain from dominating). Data
-generated on the fly has no size of its own, so the corpus sizes :math:`n_i` are a parameter:
-the book sets them unequal on purpose, as real collections are (The Well's datasets differ in
-size by more than an order of magnitude).
-
-**Experiments** (the three PDE-FM proposes, :func:`run`): the full model against
+**Arms** (the three experiments PDE-FM proposes, :func:`arms_of`): the full model against
 
 - ``no_spectral_token``: the same without the spectral token and its fusion;
 - ``transformer``: the Mamba backbone replaced by a causal transformer with the same number of
@@ -29,199 +17,64 @@ size by more than an order of magnitude).
 - ``without_<system>``: trained on every system but one, then asked to predict the held-out
   system through the generic adapter (zero-shot transfer).
 
-Every configuration sees the same data stream for a given seed (the chunks of generated
-trajectories are shared, and the draws are made by a generator seeded by the seed), so seeds
-can be compared pairwise: a difference between two configurations at the same seed is a
-difference of the models, not of the data.
+Every arm reads the same data for a given seed (the streams ``seed_for("train", seed)`` of each
+system, and the system drawn at each step from ``seed_for("systems", seed)``), and starts from
+weights drawn from ``seed_for("model", seed)``, so seeds can be compared pairwise: a difference
+between two arms at the same seed is a difference of the models, not of the data.
+
+Evaluation (every ``eval_every`` steps, on held-out windows of every system: through the
+system's own adapter when the arm trained on it, else zero-shot through the generic one) and
+the result layout are the harness's (:mod:`physfm.experiments.harness`): ``vrmse`` is the
+learning curve per system; the last evaluation adds the band NMSE, the generic path for every
+system, the error by context length and rollouts.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
-from physfm.data import pde
-from physfm.eval import metrics
-from physfm.nn.pdefm import PDEFM, count_parameters, matched_transformer_hidden, pdefm_loss
+from physfm.data import streams
+from physfm.data.mixture import TemperatureSampler, mixture_batches
+from physfm.data.spec import specs
 from physfm.data.spectral import BANDS
+from physfm.eval import metrics
+from physfm.experiments import harness
+from physfm.experiments.harness import Job
+from physfm.nn.pdefm import PDEFM, count_parameters, matched_transformer_hidden, pdefm_loss
+from physfm.runtime import seed_for
 from physfm.training import TrainConfig, train
 
-__all__ = [
-    "temperature_probabilities", "TemperatureSampler", "coefficient_names", "scale_coefficients",
-    "system_for", "SystemWindows", "configurations", "build_model", "run", "summary", "deltas", "persistence",
-]
-
-# A stable index per system (seeds its chunks), whatever subset a configuration trains on.
-_INDEX = {name: i for i, name in enumerate(sorted(pde.SYSTEMS))}
+__all__ = ["Arm", "arms_of", "build_model", "run", "backbone_timing", "summary", "deltas"]
 
 
-# ----------------------------------------------------------------------------------------------
-# Temperature-scaled sampling across systems
-# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Arm:
+    """One model of the comparison: its backbone, whether it has the spectral token, and the
+    system it never sees in training (``None``: none)."""
+
+    name: str
+    label: str
+    backbone: str = "mamba"
+    spectral_token: bool = True
+    held_out: str | None = None
+
+    def trained_on(self, systems: Sequence[str]) -> list[str]:
+        return [s for s in systems if s != self.held_out]
 
 
-def temperature_probabilities(sizes: Sequence[float], temperature: float) -> np.ndarray:
-    """``p_i = n_i^(1/T) / sum_j n_j^(1/T)``; ``temperature=math.inf`` gives equal shares."""
-    n = np.asarray(sizes, dtype=np.float64)
-    if n.ndim != 1 or n.size == 0 or not np.all(np.isfinite(n)) or np.any(n <= 0):
-        raise ValueError(f"temperature_probabilities: sizes must be positive numbers, got {list(sizes)!r}")
-    if isinstance(temperature, bool) or not temperature > 0:
-        raise ValueError(f"temperature_probabilities: temperature must be > 0 (math.inf: uniform), got {temperature!r}")
-    w = np.exp(np.log(n) / temperature)
-    return w / w.sum()
-
-
-class TemperatureSampler:
-    """Draws system indices with :func:`temperature_probabilities`, from its own generator."""
-
-    def __init__(self, sizes: Sequence[float], temperature: float, *, seed: int = 0):
-        self.probabilities = temperature_probabilities(sizes, temperature)
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self._p = torch.as_tensor(self.probabilities)
-
-    def draw(self, n: int | None = None) -> int | torch.Tensor:
-        """One index (``n=None``) or ``n`` of them."""
-        idx = torch.multinomial(self._p, 1 if n is None else n, replacement=True, generator=self.generator)
-        return int(idx) if n is None else idx
-
-
-# ----------------------------------------------------------------------------------------------
-# Metadata: the coefficients of a trajectory, on a common scale
-# ----------------------------------------------------------------------------------------------
-
-
-def coefficient_names(system: str | pde.System, spatial_dims: int) -> list[str]:
-    """The coefficients that vary (``low < high``) and act in ``spatial_dims`` dimensions (the
-    advection velocity has one component per axis), in the order of ``system.ranges``."""
-    system = pde.get_system(system)
-    names = []
-    for name, (lo, hi) in system.ranges.items():
-        if lo == hi:
-            continue
-        if isinstance(system, pde.AdvectionDiffusion) and name.startswith("c") and int(name[1:]) >= spatial_dims:
-            continue
-        names.append(name)
-    return names
-
-
-def scale_coefficients(system: str | pde.System, coefficients: Mapping[str, torch.Tensor], spatial_dims: int) -> torch.Tensor:
-    """``(n, k)``: each coefficient of :func:`coefficient_names` mapped from its range to ``[-1, 1]``
-    (on a log scale for those drawn log-uniformly)."""
-    system = pde.get_system(system)
-    cols = []
-    for name in coefficient_names(system, spatial_dims):
-        if name not in coefficients:
-            raise ValueError(f"scale_coefficients: {system.name} needs coefficient {name!r}, got {sorted(coefficients)}")
-        lo, hi = system.ranges[name]
-        v = coefficients[name].to(torch.float64)
-        if name in system.log_uniform and lo > 0:
-            v, lo, hi = torch.log(v), math.log(lo), math.log(hi)
-        cols.append(2 * (v - lo) / (hi - lo) - 1)
-    n = len(next(iter(coefficients.values()))) if coefficients else 0
-    return torch.stack(cols, dim=1).float() if cols else torch.zeros(n, 0)
-
-
-# ----------------------------------------------------------------------------------------------
-# Pools of windows with their metadata
-# ----------------------------------------------------------------------------------------------
-
-
-def system_for(name: str, options: Mapping[str, Mapping]) -> tuple[pde.System, dict]:
-    """The system with the chapter's coefficient ranges, and the remaining generate() options."""
-    opts = dict(options.get(name, {}))
-    ranges = opts.pop("ranges", None)
-    system = pde.SYSTEMS[name](ranges={k: tuple(v) if isinstance(v, list) else v for k, v in ranges.items()}) if ranges else pde.get_system(name)
-    return system, opts
-
-
-class SystemWindows:
-    """Normalised trajectories of one system, their scaled coefficients and frame interval.
-
-    Trajectories are generated in chunks of ``chunk``; chunk ``j`` is drawn from a generator
-    seeded by ``(seed, system, j)`` alone, so every reader with the same seed sees the same
-    chunks in the same order, and ``store`` (a dict shared between readers) lets them share the
-    work of generating them. The pool holds ``size`` trajectories; every ``refresh_every`` windows
-    read (0: never) the oldest chunk is replaced by the next one.
-    """
-
-    def __init__(self, name: str, *, shape: Sequence[int], frames: int, size: int, chunk: int, seed: int,
-                 refresh_every: int = 0, options: Mapping[str, Mapping] | None = None,
-                 store: dict | None = None, device: torch.device | str = "cpu"):
-        if name not in pde.SYSTEMS:
-            raise ValueError(f"SystemWindows: unknown system {name!r}; known systems: {sorted(pde.SYSTEMS)}")
-        if size < chunk or size % chunk:
-            raise ValueError(f"SystemWindows: size={size} must be a positive multiple of chunk={chunk}")
-        self.name, self.shape, self.frames = name, tuple(shape), int(frames)
-        self.system, self.options = system_for(name, options or {})
-        self.chunk, self.seed, self.refresh_every = int(chunk), int(seed), int(refresh_every)
-        self.store = store if store is not None else {}
-        self.device = device
-        self.fields = self.system.n_fields(len(self.shape))
-        self.seconds = 0.0
-        self.reads = 0
-        self.next_chunk = size // chunk
-        self.pool = [self._chunk(j) for j in range(self.next_chunk)]
-
-    def _chunk(self, j: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        key = (self.name, self.seed, j, self.shape, self.frames, self.chunk)
-        if key not in self.store:
-            start = time.perf_counter()
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + 10_007 * _INDEX[self.name] + j)
-            tr = pde.generate(self.system, batch=self.chunk, shape=self.shape, frames=self.frames, generator=g,
-                              device=self.device, **self.options)
-            dims = tuple(range(2, tr.data.ndim))
-            data = (tr.data - tr.data.mean(dim=dims, keepdim=True)) / (tr.data.std(dim=dims, keepdim=True) + 1e-6)
-            coef = scale_coefficients(self.system, tr.coefficients, len(self.shape)).to(self.device)
-            self.store[key] = (data, coef, tr.interval)
-            self.seconds += time.perf_counter() - start
-        return self.store[key]
-
-    def sample(self, batch: int, window: int, strides: Sequence[int], generator: torch.Generator
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``batch`` windows of ``window`` frames, each at a stride drawn from ``strides``:
-        ``(x: (batch, F, window, *space), coefficients: (batch, k), dt: (batch,))``."""
-        xs, cs, dts = [], [], []
-        for _ in range(batch):
-            data, coef, interval = self.pool[int(torch.randint(len(self.pool), (1,), generator=generator))]
-            i = int(torch.randint(data.shape[0], (1,), generator=generator))
-            stride = int(strides[int(torch.randint(len(strides), (1,), generator=generator))])
-            span = stride * (window - 1) + 1
-            if span > self.frames:
-                raise ValueError(f"SystemWindows: {window} frames at stride {stride} need {span} frames, trajectories have {self.frames}")
-            t0 = int(torch.randint(self.frames - span + 1, (1,), generator=generator))
-            xs.append(data[i, :, t0 : t0 + span : stride])
-            cs.append(coef[i])
-            dts.append(stride * interval)
-        self.reads += batch
-        if self.refresh_every and self.reads >= self.refresh_every:
-            self.reads = 0
-            self.pool = self.pool[1:] + [self._chunk(self.next_chunk)]
-            self.next_chunk += 1
-        return torch.stack(xs), torch.stack(cs), torch.tensor(dts, dtype=torch.float32, device=xs[0].device)
-
-    def trajectories(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Every trajectory in the pool: ``(data: (n, F, frames, *space), coefficients: (n, k), interval)``."""
-        return (torch.cat([d for d, _, _ in self.pool]), torch.cat([c for _, c, _ in self.pool]), self.pool[0][2])
-
-
-# ----------------------------------------------------------------------------------------------
-# The experiments
-# ----------------------------------------------------------------------------------------------
-
-
-def configurations(cfg: Mapping[str, Any]) -> list[str]:
+def arms_of(cfg: Mapping[str, Any]) -> dict[str, Arm]:
     """``full``, ``no_spectral_token``, ``transformer`` and ``without_<system>`` per held-out system."""
-    return ["full", "no_spectral_token", "transformer", *[f"without_{s}" for s in cfg["held_out"]]]
-
-
-def _trained_on(config: str, systems: Sequence[str]) -> list[str]:
-    return [s for s in systems if config != f"without_{s}"]
+    out = [Arm("full", "full model (Mamba)"), Arm("no_spectral_token", "no spectral token", spectral_token=False),
+           Arm("transformer", "transformer backbone", backbone="transformer")]
+    out += [Arm(f"without_{s}", f"without {s.replace('_', '-')}", held_out=s) for s in cfg["held_out"]]
+    return {a.name: a for a in out}
 
 
 def build_model(cfg: Mapping[str, Any], systems: Mapping[str, int], *, backbone: str = "mamba",
@@ -239,29 +92,169 @@ def build_model(cfg: Mapping[str, Any], systems: Mapping[str, int], *, backbone:
     return PDEFM(systems, backbone=backbone, spectral_token=spectral_token, transformer_hidden=hidden, **args)
 
 
-def persistence(x: torch.Tensor) -> torch.Tensor:
-    """VRMSE of predicting "nothing changes" for every frame after the first of ``x: (n, F, T, *S)``:
-    ``(T - 1,)``, one value per context length."""
-    return metrics.vrmse(x[:, :, :-1], x[:, :, 1:]).mean(dim=(0, 1))
+def _streams(cfg, names: Sequence[str], seed: int, device, store: dict) -> dict[str, streams.WindowStream]:
+    all_specs = specs(cfg["systems"])
+    return {s: streams.WindowStream(all_specs[s], shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
+                                    strides=tuple(cfg["strides"]), size=cfg["pool"], chunk=cfg["chunk"],
+                                    refresh=cfg["chunk"] / cfg["pool"] if cfg["refresh_every"] else 0.0,
+                                    refresh_every=cfg["refresh_every"] or None, seed=seed_for("train", seed), device=device,
+                                    meta=True, store=store)
+            for s in names}
 
 
-def _batches(cfg, names: list[str], pools: dict[str, SystemWindows], sampler: TemperatureSampler, seed: int, counts: dict):
-    """The training stream: a system by temperature, its windows, the generic path now and then."""
-    g = torch.Generator().manual_seed(10_000 + seed)
-    while True:
-        name = names[sampler.draw()]
-        generic = bool(torch.rand((), generator=g) < cfg["generic_fraction"])
-        counts[name] += 1
-        yield (None if generic else name), *pools[name].sample(cfg["batch"], cfg["window"], cfg["strides"], g)
+# -- the jobs ---------------------------------------------------------------------------------
+
+_SHARED: dict[str, Any] = {}
 
 
-def _timing(cfg, lengths: Sequence[int], device) -> np.ndarray:
+def _share(cfg, data: Mapping[str, harness.EvalData], device) -> None:
+    _SHARED.clear()
+    _SHARED.update(cfg=dict(cfg), data={k: v.to(device) for k, v in data.items()}, device=device, store=(None, {}))
+
+
+def _evaluate_all(model: PDEFM, data: Mapping[str, harness.EvalData], trained: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Validation VRMSE of every system (own adapter if trained on it, else the generic path)
+    and their mean over the trained systems (the learning curve)."""
+    out = {}
+    for s, d in data.items():
+        own = s if s in trained else None
+        out[f"vrmse_{s}"] = d.scores(lambda x, d=d, own=own: model(x, own, d.window_coefficients, d.interval))["vrmse"]
+    out["vrmse"] = torch.stack([out[f"vrmse_{s}"] for s in trained]).mean()
+    return out
+
+
+def _job(job: Job) -> xr.Dataset:
+    cfg, data, device = _SHARED["cfg"], _SHARED["data"], _SHARED["device"]
+    arm = arms_of(cfg)[job.arm]
+    names = list(data)
+    trained = arm.trained_on(names)
+    if _SHARED["store"][0] != job.seed:  # the jobs of one seed share its generated trajectories
+        _SHARED["store"] = (job.seed, {})
+    pools = _streams(cfg, trained, job.seed, device, _SHARED["store"][1])
+    sizes = dict(zip(specs(cfg["systems"]), cfg["sizes"]))
+    sampler = TemperatureSampler([sizes[s] for s in trained], cfg["temperature"], seed=seed_for("systems", job.seed))
+    torch.manual_seed(seed_for("model", job.seed))
+    fields = {s: d.windows.shape[1] for s, d in data.items()}
+    model = build_model(cfg, {s: fields[s] for s in trained}, backbone=arm.backbone, spectral_token=arm.spectral_token).to(device)
+    counts: dict[str, int] = {}
+    g = torch.Generator().manual_seed(seed_for("generic", job.seed))
+    gen_seconds = [0.0]
+
+    def batches():
+        for name, x, coef, dt in mixture_batches(pools, sampler, cfg["batch"], counts):
+            generic = bool(torch.rand((), generator=g) < cfg["generic_fraction"])
+            yield (None if generic else name), x, coef, dt
+
+    eval_seconds = [0.0]
+
+    def evaluate(m):
+        t0 = time.perf_counter()
+        out = _evaluate_all(m, data, trained)
+        eval_seconds[0] += time.perf_counter() - t0
+        return out
+
+    tc = TrainConfig(steps=cfg["steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
+    loss = lambda m, b, rng: pdefm_loss(m(b[1][:, :, :-1], b[0], b[2], b[3]), b[1][:, :, 1:], spectral_weight=cfg["spectral_weight"])
+    curves = train(model, loss, batches(), tc, evaluate=evaluate, desc=harness.describe_job(job), progress=False)
+    gen = sum(p.buffer.seconds for p in pools.values() if p.buffer)  # chunks shared with an earlier arm cost nothing
+    model.eval()
+    W = cfg["window"] - 1
+    per_system: dict[str, list] = {k: [] for k in ("nmse", "vrmse_generic", "vrmse_by_position", "rollout_vrmse", "persistence_by_position")}
+    with torch.no_grad():
+        for s, d in data.items():
+            own = s if s in trained else None
+            x, target = d.windows[:, :, :-1], d.windows[:, :, 1:]
+            pred = model(x, own, d.window_coefficients, d.interval)
+            err = metrics.vrmse(pred, target)
+            per_system["vrmse_by_position"].append(err.mean(dim=(0, 1)).cpu().numpy())
+            per_system["persistence_by_position"].append(metrics.vrmse(x, target).mean(dim=(0, 1)).cpu().numpy())
+            per_system["nmse"].append(metrics.spectral_error(pred, target).nmse.mean(dim=(0, 1, 2)).cpu().numpy())
+            generic = pred if own is None else model(x, None, None, d.interval)
+            per_system["vrmse_generic"].append(float(metrics.vrmse(generic, target).mean()))
+            roll = lambda c, n, d=d, own=own: model.rollout(c, n, own, d.trajectory_coefficients, d.interval, window=W)
+            per_system["rollout_vrmse"].append(d.rollout(roll))
+    curve_system = np.stack([curves[f"vrmse_{s}"].values for s in names])
+    ds = harness.job_dataset(curves, rollout=None, **harness.drop_counts([p.buffer for p in pools.values()]))
+    ds["curve"] = ds.vrmse
+    ds["vrmse"] = (("system", "eval_step"), curve_system)
+    ds["nmse"] = (("system", "band"), np.stack(per_system["nmse"]))
+    ds["vrmse_generic"] = (("system",), np.asarray(per_system["vrmse_generic"]))
+    ds["vrmse_by_position"] = (("system", "position"), np.stack(per_system["vrmse_by_position"]))
+    ds["persistence_by_position"] = (("system", "position"), np.stack(per_system["persistence_by_position"]))
+    ds["rollout_vrmse"] = (("system", "lead"), np.stack(per_system["rollout_vrmse"]))
+    ds["seen"] = (("system",), np.array([s in trained for s in names]))
+    ds["draws"] = (("system",), np.array([counts.get(s, 0) for s in names], dtype=float))
+    ds["probability"] = (("system",), np.array([sampler.probabilities[trained.index(s)] if s in trained else 0.0 for s in names]))
+    ds["parameters"] = ((), count_parameters(model))
+    ds["backbone_parameters"] = ((), count_parameters(model.backbone))
+    ds["step_seconds"] = ((), (curves.attrs["seconds"] - eval_seconds[0] - gen) / max(1, cfg["steps"]))
+    ds["generation_seconds"] = ((), gen)
+    return ds.assign_coords(system=names, band=list(BANDS), position=np.arange(1, W + 1), lead=np.arange(1, cfg["rollout_steps"] + 1))
+
+
+def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
+        arms: Sequence[str] | None = None, workers: int | None = None, folder: str | None = None) -> xr.Dataset:
+    """Train every arm of :func:`arms_of` for every seed and evaluate it on every system.
+
+    ``cfg`` is the ``pdefm`` preset of :mod:`physfm.profiles`. Returns the harness's layout with
+    dims ``arm``, ``seed`` and per job ``system``, ``eval_step`` (``vrmse``: the learning curve per
+    system; ``curve``: its mean over the systems the arm trained on), ``band``, ``position``
+    (context length of a teacher-forced prediction), ``lead``, plus ``vrmse_generic``, ``seen``,
+    ``draws``, ``probability``, ``parameters``, ``backbone_parameters``, ``step_seconds``, the
+    persistence baselines, and ``backbone_seconds`` (``backbone``, ``length``) from
+    :func:`backbone_timing`.
+    """
+    all_arms = arms_of(cfg)
+    chosen = list(arms or all_arms)
+    unknown = [a for a in chosen if a not in all_arms]
+    if unknown:
+        raise ValueError(f"run: unknown arms {unknown}; choose from {list(all_arms)}")
+    names = list(specs(cfg["systems"]))
+    if len(cfg["sizes"]) != len(names):
+        raise ValueError(f"run: sizes {cfg['sizes']} must give one corpus size per system {names}")
+    missing = [s for s in cfg["held_out"] if s not in names]
+    if missing:
+        raise ValueError(f"run: held_out {missing} are not among the systems {names}")
+    if cfg["context"] + cfg["rollout_steps"] > cfg["frames"]:
+        raise ValueError(f"run: context + rollout_steps = {cfg['context'] + cfg['rollout_steps']} exceeds frames={cfg['frames']}")
+    workers = int(cfg.get("workers", 1) if workers is None else workers)
+    if torch.device(device).type != "cpu":
+        workers = 1
+    start = time.perf_counter()
+    all_specs = specs(cfg["systems"])
+    data = {s: harness.eval_data(all_specs[s], shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
+                                 n_windows=cfg["val_trajectories"], context=cfg["context"], steps=cfg["rollout_steps"],
+                                 n_rollouts=cfg["val_trajectories"]) for s in names}
+    jobs = [Job(a, s) for s in cfg["seeds"] for a in chosen]
+    share = (dict(cfg), data, device)
+    if workers == 1:
+        _share(*share)
+    results = harness.run_jobs(_job, jobs, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
+                               folder=folder, desc=f"{len(jobs)} training runs", progress=progress)
+    _SHARED.clear()
+    baselines = xr.concat([d.baselines() for d in data.values()], dim=xr.DataArray(names, dims="system"))
+    ds = harness.collect(results, baselines=baselines)
+    ds = ds.assign_coords(system=names)
+    ds["fields"] = (("system",), np.array([data[s].windows.shape[1] for s in names]))
+    for name in ("seen", "probability", "parameters", "backbone_parameters"):
+        ds[name] = ds[name].isel(seed=0, drop=True)
+    ds["seen"] = ds.seen.astype(bool)
+    ds["backbone_seconds"] = backbone_timing(cfg, device)
+    ds.attrs.update({"seconds": time.perf_counter() - start, "generation_seconds": float(ds.generation_seconds.sum()),
+                     "held_out": ", ".join(cfg["held_out"]), "temperature": float(cfg["temperature"]), "workers": workers,
+                     **{f"dropped_validation_{s}": int(d.drops["dropped"]) for s, d in data.items()}})
+    return ds
+
+
+def backbone_timing(cfg: Mapping[str, Any], device: torch.device | str = "cpu") -> xr.DataArray:
     """Seconds per forward and backward pass of each backbone (equal parameters) on
-    ``(timing_batch, length, dim)`` tokens: ``(2, len(lengths))``. After a warm-up, each pass is
+    ``(timing_batch, length, dim)`` tokens, at every length of ``cfg["timing_lengths"]``:
+    ``(backbone, length)``. After a warm-up, each pass is
     repeated at least three times and until 0.2 s have been spent (at most 50 times), and the
     fastest is kept: on a machine shared with other work, the least disturbed measurement. On a
     CPU the timing runs on one thread, which other work on the machine disturbs far less than it
     disturbs threads that wait for each other."""
+    lengths = list(cfg["timing_lengths"])
     out = np.zeros((2, len(lengths)))
     threads = torch.get_num_threads()
     if torch.device(device).type == "cpu":
@@ -270,7 +263,7 @@ def _timing(cfg, lengths: Sequence[int], device) -> np.ndarray:
         _time_backbones(cfg, lengths, device, out)
     finally:
         torch.set_num_threads(threads)
-    return out
+    return xr.DataArray(out, dims=("backbone", "length"), coords={"backbone": ["mamba", "transformer"], "length": lengths})
 
 
 def _time_backbones(cfg, lengths: Sequence[int], device, out: np.ndarray) -> None:
@@ -290,177 +283,33 @@ def _time_backbones(cfg, lengths: Sequence[int], device, out: np.ndarray) -> Non
             out[i, j] = min(times)
 
 
-def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
-        configs: Sequence[str] | None = None) -> xr.Dataset:
-    """Train every configuration of :func:`configurations` for every seed and evaluate it per system.
-
-    ``cfg`` is the ``pdefm`` preset of :mod:`physfm.profiles`. Returns a Dataset with dims
-    ``config``, ``seed``, ``system``, ``position`` (context length of a teacher-forced
-    prediction), ``lead`` (rollout), ``band``, ``eval_step`` (learning curves), ``backbone`` and
-    ``length`` (timing). The main variables: ``vrmse`` (per system, through the system's own
-    adapter when the configuration trained on it, else zero-shot through the generic one: see
-    ``seen``), ``vrmse_generic`` (the generic path for every system), ``vrmse_by_position``,
-    ``nmse`` (low/mid/high bands), ``rollout_vrmse``, the persistence baselines, ``curve``
-    (validation VRMSE during training, mean over the trained systems), ``step_seconds``,
-    ``parameters`` and ``backbone_seconds``.
-    """
-    all_configs = configurations(cfg)
-    configs = list(configs or all_configs)
-    unknown = [c for c in configs if c not in all_configs]
-    if unknown:
-        raise ValueError(f"run: unknown configurations {unknown}; choose from {all_configs}")
-    systems = list(cfg["systems"])
-    if len(cfg["sizes"]) != len(systems):
-        raise ValueError(f"run: sizes {cfg['sizes']} must give one corpus size per system {systems}")
-    missing = [s for s in cfg["held_out"] if s not in systems]
-    if missing:
-        raise ValueError(f"run: held_out {missing} are not among the systems {systems}")
-    if cfg["context"] + cfg["rollout_steps"] > cfg["frames"]:
-        raise ValueError(f"run: context + rollout_steps = {cfg['context'] + cfg['rollout_steps']} exceeds frames={cfg['frames']}")
-    start = time.perf_counter()
-    shape = (cfg["grid"],) * 2
-    options = cfg["options"]
-    sizes = dict(zip(systems, cfg["sizes"]))
-    seeds = list(cfg["seeds"])
-
-    # validation: separately seeded trajectories of every system
-    val_store: dict = {}
-    val = {s: SystemWindows(s, shape=shape, frames=cfg["frames"], size=cfg["val_trajectories"], chunk=cfg["val_trajectories"],
-                            seed=90_000, options=options, store=val_store, device=device).trajectories() for s in systems}
-    fields = {s: val[s][0].shape[1] for s in systems}
-    val_windows = {s: v[0][:, :, : cfg["window"]] for s, v in val.items()}
-    val_rollouts = {s: v[0][:, :, : cfg["context"] + cfg["rollout_steps"]] for s, v in val.items()}
-    generation_seconds = time.perf_counter() - start
-
-    W, L, B = cfg["window"] - 1, cfg["rollout_steps"], len(BANDS)
-    shapes = {"vrmse": (), "vrmse_generic": (), "vrmse_by_position": (W,), "nmse": (B,), "rollout_vrmse": (L,)}
-    out = {k: np.full((len(configs), len(seeds), len(systems), *s), np.nan) for k, s in shapes.items()}
-    step_seconds = np.full((len(configs), len(seeds)), np.nan)
-    draws = np.zeros((len(configs), len(seeds), len(systems)))
-    probability = np.zeros((len(configs), len(systems)))
-    n_params = np.zeros(len(configs), dtype=np.int64)
-    n_backbone = np.zeros(len(configs), dtype=np.int64)
-    curves: dict[tuple[int, int], xr.Dataset] = {}
-
-    for j, seed in enumerate(seeds):
-        store: dict = {}                      # chunks shared by every configuration of this seed
-        for i, config in enumerate(configs):
-            names = _trained_on(config, systems)
-            pools = {s: SystemWindows(s, shape=shape, frames=cfg["frames"], size=cfg["pool"], chunk=cfg["chunk"], seed=seed,
-                                      refresh_every=cfg["refresh_every"], options=options, store=store, device=device)
-                     for s in names}
-            sampler = TemperatureSampler([sizes[s] for s in names], cfg["temperature"], seed=seed)
-            probability[i] = [sampler.probabilities[names.index(s)] if s in names else 0.0 for s in systems]
-            torch.manual_seed(seed)
-            model = build_model(cfg, {s: fields[s] for s in names}, backbone="transformer" if config == "transformer" else "mamba",
-                                spectral_token=config != "no_spectral_token").to(device)
-            n_params[i], n_backbone[i] = count_parameters(model), count_parameters(model.backbone)
-            counts = dict.fromkeys(names, 0)
-            eval_time = [0.0]
-
-            def evaluate(m, names=names):
-                t0 = time.perf_counter()
-                v = {f"vrmse_{s}": metrics.vrmse(m(val_windows[s][:, :, :-1], s, val[s][1], val[s][2]), val_windows[s][:, :, 1:]).mean()
-                     for s in names}
-                v["vrmse"] = torch.stack(list(v.values())).mean()
-                eval_time[0] += time.perf_counter() - t0
-                return v
-
-            gen_before = sum(p.seconds for p in pools.values())
-            tc = TrainConfig(steps=cfg["steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=seed)
-            c = train(model, lambda m, b, rng: pdefm_loss(m(b[1][:, :, :-1], b[0], b[2], b[3]), b[1][:, :, 1:],
-                                                          spectral_weight=cfg["spectral_weight"]),
-                      _batches(cfg, names, pools, sampler, seed, counts), tc, evaluate=evaluate,
-                      desc=f"{config} seed {seed}", progress=progress)
-            gen = sum(p.seconds for p in pools.values()) - gen_before
-            generation_seconds += gen
-            step_seconds[i, j] = (c.attrs["seconds"] - eval_time[0] - gen) / max(1, cfg["steps"])
-            curves[i, j] = c
-            draws[i, j] = [counts.get(s, 0) for s in systems]
-            model.eval()
-            with torch.no_grad():
-                for k, s in enumerate(systems):
-                    x, coef, interval = val_windows[s], val[s][1], val[s][2]
-                    target = x[:, :, 1:]
-                    own = s if s in names else None
-                    pred = model(x[:, :, :-1], own, coef, interval)
-                    err = metrics.vrmse(pred, target)                                  # (n, F, W)
-                    out["vrmse"][i, j, k] = float(err.mean())
-                    out["vrmse_by_position"][i, j, k] = err.mean(dim=(0, 1)).cpu().numpy()
-                    out["nmse"][i, j, k] = metrics.spectral_error(pred, target).nmse.mean(dim=(0, 1, 2)).cpu().numpy()
-                    generic = pred if own is None else model(x[:, :, :-1], None, None, interval)
-                    out["vrmse_generic"][i, j, k] = float(metrics.vrmse(generic, target).mean())
-                    r = val_rollouts[s]
-                    roll = model.rollout(r[:, :, : cfg["context"]], L, own, coef, interval, window=W)
-                    out["rollout_vrmse"][i, j, k] = metrics.vrmse(roll, r[:, :, cfg["context"]:]).mean(dim=(0, 1)).cpu().numpy()
-
-    eval_steps = curves[0, 0].eval_step.values
-    curve = np.stack([[curves[i, j].vrmse.values for j in range(len(seeds))] for i in range(len(configs))])
-    curve_system = np.full((len(configs), len(seeds), len(systems), len(eval_steps)), np.nan)
-    for (i, j), c in curves.items():
-        for k, s in enumerate(systems):
-            if f"vrmse_{s}" in c:
-                curve_system[i, j, k] = c[f"vrmse_{s}"].values
-    pers = np.stack([persistence(val_windows[s]).cpu().numpy() for s in systems])
-    pers_roll = np.stack([metrics.vrmse(val_rollouts[s][:, :, cfg["context"] - 1 : cfg["context"]].expand_as(val_rollouts[s][:, :, cfg["context"]:]),
-                                        val_rollouts[s][:, :, cfg["context"]:]).mean(dim=(0, 1)).cpu().numpy() for s in systems])
-    lengths = list(cfg["timing_lengths"])
-    timing = _timing(cfg, lengths, device)
-    dims = ("config", "seed", "system")
-    return xr.Dataset(
-        {
-            "vrmse": (dims, out["vrmse"]),
-            "vrmse_generic": (dims, out["vrmse_generic"]),
-            "vrmse_by_position": ((*dims, "position"), out["vrmse_by_position"]),
-            "nmse": ((*dims, "band"), out["nmse"]),
-            "rollout_vrmse": ((*dims, "lead"), out["rollout_vrmse"]),
-            "persistence": (("system",), pers.mean(axis=1)),
-            "persistence_by_position": (("system", "position"), pers),
-            "persistence_rollout": (("system", "lead"), pers_roll),
-            "seen": (("config", "system"), np.array([[s in _trained_on(c, systems) for s in systems] for c in configs])),
-            "curve": (("config", "seed", "eval_step"), curve),
-            "curve_system": ((*dims, "eval_step"), curve_system),
-            "step_seconds": (("config", "seed"), step_seconds),
-            "draws": (dims, draws),
-            "probability": (("config", "system"), probability),
-            "parameters": (("config",), n_params),
-            "backbone_parameters": (("config",), n_backbone),
-            "backbone_seconds": (("backbone", "length"), timing),
-            "fields": (("system",), np.array([fields[s] for s in systems])),
-        },
-        coords={"config": configs, "seed": seeds, "system": systems, "position": np.arange(1, W + 1),
-                "lead": np.arange(1, L + 1), "band": list(BANDS), "eval_step": eval_steps,
-                "backbone": ["mamba", "transformer"], "length": lengths},
-        attrs={"seconds": time.perf_counter() - start, "generation_seconds": generation_seconds,
-               "held_out": ", ".join(cfg["held_out"]), "temperature": float(cfg["temperature"])},
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# Tables
-# ----------------------------------------------------------------------------------------------
-
 
 def _spread(v: xr.DataArray) -> xr.DataArray:
     return v.std("seed", ddof=1) if v.sizes["seed"] > 1 else xr.zeros_like(v.mean("seed"))
 
 
-def summary(ds: xr.Dataset, var: str = "vrmse") -> xr.Dataset:
-    """Mean and standard deviation over seeds of ``var`` per configuration and system, and of its
+def final(ds: xr.Dataset) -> xr.DataArray:
+    """The last validation VRMSE per arm, seed and system."""
+    return ds.vrmse.isel(eval_step=-1, drop=True)
+
+
+def summary(ds: xr.Dataset) -> xr.Dataset:
+    """Mean and standard deviation over seeds of the final VRMSE per arm and system, and of its
     mean over systems (``mean_over_systems``, each seed averaged over the systems it trained on)."""
-    v = ds[var]
+    v = final(ds)
     over = v.where(ds.seen).mean("system")
     return xr.Dataset({"mean": v.mean("seed"), "std": _spread(v),
                        "mean_over_systems": over.mean("seed"), "std_over_systems": _spread(over)})
 
 
 def deltas(ds: xr.Dataset, *, against: str = "full") -> xr.Dataset:
-    """Each configuration's VRMSE minus ``against``'s, seed by seed (the same data and starting
+    """Each arm's final VRMSE minus ``against``'s, seed by seed (the same data and starting
     weights per seed): mean and standard deviation over seeds, per system and over the systems
     both trained on, and the same in percent of ``against``."""
-    base = ds.vrmse.sel(config=against)
-    d = ds.vrmse - base
-    both = ds.seen & ds.seen.sel(config=against)
+    v = final(ds)
+    base = v.sel(arm=against)
+    d = v - base
+    both = ds.seen & ds.seen.sel(arm=against)
     over = d.where(both).mean("system")
     rel = (100 * d / base).where(both).mean("system")
     return xr.Dataset({"mean": d.mean("seed"), "std": _spread(d), "mean_over_systems": over.mean("seed"),

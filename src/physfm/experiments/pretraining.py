@@ -1,313 +1,457 @@
-"""Does pre-training the tokeniser pay off? The ablation of Sotoudeh et al. (2026), as functions.
+"""Does pre-training the tokeniser pay off? The ablation of Sotoudeh et al. (2026), made fair, and its map.
 
 A dynamics model (:class:`~physfm.nn.dynamics.NextFrameModel`: tokeniser encoder -> latent
 processor -> tokeniser decoder) is trained for next-frame prediction on one *target* system,
-generated on the fly, in these configurations:
+generated on the fly. The arms (:data:`ARMS`) differ only in the tokeniser's start and how it
+trains:
 
-===============================  ============================================================
-``scratch``                      tokeniser randomly initialised, trained jointly with the processor
-``in_domain_finetuned``          tokeniser pre-trained as an autoencoder on the target, then
-                                 trained at ``finetune_lr_scale`` times the processor's rate
-``in_domain_frozen``             the same tokeniser, kept fixed: only the processor trains
-``cross_domain_finetuned``       tokeniser pre-trained on the *other* systems only, then trained
-                                 (at ``finetune_lr_scale``)
-``cross_domain_frozen``          the same, kept fixed
-``scratch_equal_compute``        scratch, given the pre-training steps too (total steps equal)
-``in_domain_finetuned_full_lr``  in-domain, fine-tuned at the processor's own rate
-===============================  ============================================================
+================================  ========================================================
+``scratch``                       random tokeniser, trained with the processor at the full rate
+``scratch_slow``                  the same at ``finetune_lr_scale`` (control for the rate)
+``in_domain_finetuned``           pre-trained as an autoencoder on the target, then trained at
+                                  ``finetune_lr_scale`` times the processor's rate
+``in_domain_full_lr``             the same at the full rate (control for the rate)
+``in_domain_frozen``              the same tokeniser, kept fixed: only the processor trains
+``cross_domain_finetuned``        pre-trained on the *other* systems only, then trained gently
+``cross_domain_frozen``           the same, kept fixed
+``scratch_equal_compute``         scratch, given as many extra steps as pre-training processed
+                                  field-frames through the tokeniser
+================================  ========================================================
 
-Every configuration is trained for the same number of dynamics steps (the last one for
-``dyn_steps + pre_steps``) with the same optimiser, schedule and data stream, for several seeds.
-The seed sets the processor's (and the scratch tokeniser's) initialisation and the data order;
-the pre-trained tokenisers are trained once per domain and shared by every seed, so the seed
-spread measures the dynamics training, not the pre-training.
+Fairness, point by point:
+
+- **paired starts**: at one seed every arm's processor starts from the same weights (drawn from
+  ``seed_for("processor", seed)``, apart from the scratch tokeniser's ``seed_for("tokeniser", seed)``),
+  and every arm reads the same training windows (the stream ``seed_for("train", seed)``);
+- **the learning rate**: pre-trained tokenisers are fine-tuned gently, scratch ones at the full
+  rate; ``scratch_slow`` and ``in_domain_full_lr`` separate "pre-trained" from "slower";
+- **equal compute** counted in what is processed: a pre-training step encodes and decodes
+  ``pre_batch`` crops of ``crop_t`` frames of one field, a dynamics step ``batch`` windows of
+  ``window`` frames of every field, so pre-training is worth
+  :math:`E = \\lceil S_{pre} B_{pre} T_{crop} / (B F W) \\rceil` dynamics steps
+  (:func:`equal_compute_steps`); the FLOPs of both steps are measured too;
+- **uncertainty**: every reduction comes with a 95% paired bootstrap interval over seeds and
+  validation windows (:mod:`physfm.eval.uncertainty`).
+
+**The map** (``cfg["map"]``): the same comparison (``map_arms`` x ``map_seeds``) at points that
+move one axis away from the base configuration: the tokeniser's compression (latent channels and
+spatial stride), its capacity relative to the processor (its widths), the downstream data (distinct
+target trajectories; 0 means the unlimited stream) and the pre-training budget. The fifth axis,
+the dynamics budget, is read off the learning curves at every evaluation. Pre-trained tokenisers
+are cached by recipe (:func:`physfm.training.pretrain_tokeniser`), so points that share a
+tokeniser train it once.
 
 Logged, as in the paper: validation next-frame VRMSE and the low/mid/high spectral NMSE every
-``eval_every`` steps (learning curves), and after training the VRMSE of autoregressive rollouts
-per lead time. :func:`run` returns all of it as one :class:`xarray.Dataset`.
+``eval_every`` steps (learning curves), the VRMSE of every validation window (for the intervals),
+and after training the VRMSE of autoregressive rollouts per lead time.
+:func:`run` returns it all in the harness's layout (:mod:`physfm.experiments.harness`, dims
+``regime``, ``arm``, ``seed``).
 """
 
 from __future__ import annotations
 
-import copy
+import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
-from physfm.data import pde, streams
-from physfm.eval import metrics
+from physfm.data import streams
+from physfm.data.spec import specs
+from physfm.eval.uncertainty import Interval, paired_reduction
+from physfm.experiments import harness
+from physfm.experiments.harness import Job
 from physfm.nn.dynamics import NextFrameModel
-from physfm.data.spectral import BANDS
+from physfm.nn.lora import count_parameters
+from physfm.nn.tokeniser import Tokeniser
+from physfm.runtime import seed_for
 from physfm.training import TrainConfig, pretrain_tokeniser, train
+from physfm.training.tokeniser import drop_attrs
 
-__all__ = ["CONFIGS", "PAPER_VRMSE", "tokeniser_recipe", "run", "reductions"]
+__all__ = [
+    "Arm", "ARMS", "PAPER_VRMSE", "regimes", "tokeniser_recipe", "pretrained_tokenisers", "build",
+    "equal_compute_steps", "run", "reductions", "curve_reductions", "map_table", "equal_compute",
+]
 
-CONFIGS = (
-    "scratch",
-    "in_domain_finetuned",
-    "in_domain_frozen",
-    "cross_domain_finetuned",
-    "cross_domain_frozen",
-    "scratch_equal_compute",
-    "in_domain_finetuned_full_lr",
-)
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the ablation.
+
+    Attributes:
+        name, label: how results and figures call it.
+        tokeniser: ``"scratch"``, ``"in_domain"`` or ``"cross_domain"``: where its tokeniser starts.
+        frozen: the tokeniser stays fixed (only the processor trains).
+        gentle: the tokeniser trains at ``finetune_lr_scale`` times the processor's rate.
+        equal_compute: trained for :func:`equal_compute_steps` more steps.
+    """
+
+    name: str
+    label: str
+    tokeniser: str = "scratch"
+    frozen: bool = False
+    gentle: bool = False
+    equal_compute: bool = False
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in (
+    Arm("scratch", "scratch"),
+    Arm("scratch_slow", "scratch, tokeniser at the gentle rate", gentle=True),
+    Arm("in_domain_finetuned", "in-domain, fine-tuned", "in_domain", gentle=True),
+    Arm("in_domain_full_lr", "in-domain, fine-tuned at the full rate", "in_domain"),
+    Arm("in_domain_frozen", "in-domain, frozen", "in_domain", frozen=True),
+    Arm("cross_domain_finetuned", "cross-domain, fine-tuned", "cross_domain", gentle=True),
+    Arm("cross_domain_frozen", "cross-domain, frozen", "cross_domain", frozen=True),
+    Arm("scratch_equal_compute", "scratch, equal compute", equal_compute=True),
+)}
 
 # Final validation VRMSE after 10,500 steps on The Well's Euler multi-quadrants, as transcribed
 # from Sotoudeh et al. (2026) (third-party transcription; the cross-domain value is the paper's
 # single "out-of-domain" configuration).
-PAPER_VRMSE = {
-    "scratch": 0.439,
-    "in_domain_finetuned": 0.158,
-    "in_domain_frozen": 0.162,
-    "cross_domain_finetuned": 0.355,
-}
+PAPER_VRMSE = {"scratch": 0.439, "in_domain_finetuned": 0.158, "in_domain_frozen": 0.162, "cross_domain_finetuned": 0.355}
+
+#: parameters a map point may change, and the axis each belongs to
+MAP_AXES = {"latent": "compression", "stride": "compression", "patch": "compression", "channels": "capacity",
+            "trajectories": "data", "pre_steps": "pre-training"}
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def regimes(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``name -> configuration`` of the base point (``"base"``) and of every map point: the base
+    configuration with the point's overrides (``cfg["map"]``: axis name -> list of overrides)."""
+    base = {k: v for k, v in cfg.items() if k != "map"}
+    out = {"base": base}
+    for axis, points in dict(cfg.get("map") or {}).items():
+        for overrides in points:
+            unknown = set(overrides) - set(MAP_AXES)
+            if unknown:
+                raise ValueError(f"regimes: map point {overrides} of axis {axis!r} changes {sorted(unknown)}; "
+                                 f"a point may change {sorted(MAP_AXES)}")
+            name = f"{axis}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+            out[name] = {**base, **overrides, "axis": axis}
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return "x".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
 
 
 def tokeniser_recipe(cfg: Mapping[str, Any], systems: Sequence[str]) -> dict[str, Any]:
     """The pre-training recipe (:func:`physfm.training.pretrain_tokeniser`) of the ablation's
-    tokeniser on ``systems``: full fields of the target's grid, crops of one window's length."""
+    tokeniser on ``systems`` (with their options from ``cfg["systems"]``): full fields of the
+    target's grid, crops of one window's length, one spatial stride, time stride 1."""
+    all_specs = specs(cfg["systems"])
     return {
-        "systems": list(systems), "grid": cfg["grid"], "frames": cfg["frames"], "crop": cfg["grid"], "crop_t": cfg["window"],
+        "systems": {s: {k: v for k, v in all_specs[s].as_dict().items() if k != "name"} for s in systems},
+        "grid": cfg["grid"], "frames": cfg["frames"], "crop": cfg["grid"], "crop_t": cfg["window"],
         "buffer": cfg["buffer"], "refresh": cfg["refresh"], "channels": list(cfg["channels"]), "latent": cfg["latent"],
-        "blocks": cfg["blocks"], "patch": cfg["stride"], "time_patch": 1, "strides": [cfg["stride"]], "time_strides": [1],
+        "blocks": cfg["blocks"], "patch": cfg["patch"], "time_patch": 1, "strides": [cfg["stride"]], "time_strides": [1],
         "steps": cfg["pre_steps"], "batch": cfg["pre_batch"], "lr": cfg["lr"], "warmup": cfg["warmup"],
         "eval_every": cfg["eval_every"], "val_crops": cfg["val_windows"], "seed": cfg["pretrain_seed"],
     }
 
 
-def _options(cfg) -> dict:
-    """generate() overrides for the target system (its frame interval and coefficient ranges)."""
-    return {"interval": cfg["interval"]}
+def _domains(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
+    names = list(specs(cfg["systems"]))
+    if cfg["target"] not in names:
+        raise ValueError(f"run: the target {cfg['target']!r} must be one of the systems {names}")
+    others = [s for s in names if s != cfg["target"]]
+    if not others:
+        raise ValueError(f"run: systems {names} must include systems other than the target {cfg['target']!r}")
+    return {"in_domain": [cfg["target"]], "cross_domain": others}
 
 
-def _target(cfg) -> pde.System:
-    system = pde.get_system(cfg["target"])
-    if cfg.get("target_nu"):
-        system = type(system)(ranges={"nu": tuple(cfg["target_nu"])})
-    return system
+def pretrained_tokenisers(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
+                          workers: int = 1, domains: Sequence[str] = ("in_domain", "cross_domain")
+                          ) -> dict[str, tuple[Tokeniser, xr.Dataset]]:
+    """``domain -> (tokeniser, curves)`` at the base point of ``cfg``: ``in_domain`` (pre-trained
+    on the target only) and ``cross_domain`` (on every other system). With ``workers > 1`` they
+    train at once in worker processes, into the model cache, from which they are then read."""
+    recipes = {d: tokeniser_recipe(cfg, s) for d, s in _domains(cfg).items() if d in domains}
+    _pretrain_all(list(recipes.values()), workers=workers, progress=progress)
+    return {d: pretrain_tokeniser(r, device=device, name="ablation", progress=progress) for d, r in recipes.items()}
 
 
-def _windows(cfg, window: int, n: int, seed: int, device) -> torch.Tensor:
-    return streams.held_out_windows(_target(cfg), shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=window, n=n,
-                                    seed=seed, device=device, system_options=_options(cfg))
+def _pretrain_job(recipe: dict) -> None:
+    pretrain_tokeniser(recipe, device="cpu", name="ablation", progress=False)
 
 
-def _data(cfg, seed: int, steps: int, device):
-    """The batches of one seed's dynamics training: every configuration with this seed draws the
-    same sequence, so it is generated once and replayed (a "tape") when it fits in memory
-    (``tape_megabytes``); otherwise each run streams its own copy of it."""
-    stream = streams.WindowStream(_target(cfg), shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
-                                  size=cfg["buffer"], refresh=cfg["refresh"], refresh_every=4 * cfg["buffer"],
-                                  seed=1000 * seed + 7, device=device, system_options=_options(cfg))
-    nbytes = steps * cfg["batch"] * cfg["window"] * cfg["grid"] ** 2 * 4
-    if nbytes > cfg["tape_megabytes"] * 1e6:
-        return lambda: torch.utils.data.DataLoader(copy.deepcopy(stream), batch_size=cfg["batch"])
-    it = iter(torch.utils.data.DataLoader(stream, batch_size=cfg["batch"]))
-    tape = [next(it) for _ in range(steps)]
-    return lambda: iter(tape)
+def _pretrain_all(recipes: list[dict], *, workers: int, progress: bool) -> None:
+    """Train every distinct recipe into the cache, in worker processes when ``workers > 1``."""
+    if workers > 1 and len(recipes) > 1:
+        unique = list({repr(sorted(r.items())): r for r in recipes}.values())
+        # the longest first, so that the workers finish together
+        unique.sort(key=lambda r: -r["steps"] * math.prod(r["channels"]))
+        from physfm.runtime import map_jobs
+
+        map_jobs(_pretrain_job, unique, workers=workers, desc="pre-training tokenisers", progress=progress)
 
 
-def _train_one(config: str, seed: int, cfg, tokenisers, val, batches, device, progress: bool):
-    """Train one configuration with one seed; returns (curves, trained model)."""
-    torch.manual_seed(seed)
-    if config.startswith("in_domain"):
-        tok = copy.deepcopy(tokenisers["in_domain"])
-    elif config.startswith("cross_domain"):
-        tok = copy.deepcopy(tokenisers["cross_domain"])
-    else:
-        tok = type(tokenisers["untrained"])(tokenisers["untrained"].config)  # a fresh one per seed
-    fields = val.shape[1]
-    model = NextFrameModel(tok, fields, stride=cfg["stride"], width=cfg["width"], blocks=cfg["processor_blocks"]).to(device)
-    if config.endswith("frozen"):
+def equal_compute_steps(cfg: Mapping[str, Any], fields: int = 1) -> int:
+    """Dynamics steps worth the field-frames one pre-training run passes through the tokeniser:
+    ``ceil(pre_steps * pre_batch * window / (batch * fields * window))`` (crops are whole fields of
+    ``window`` frames, as in :func:`tokeniser_recipe`)."""
+    return math.ceil(cfg["pre_steps"] * cfg["pre_batch"] * cfg["window"] / (cfg["batch"] * fields * cfg["window"]))
+
+
+def build(arm: Arm, tokeniser: Tokeniser, fields: int, cfg: Mapping[str, Any], *, seed: int) -> NextFrameModel:
+    """The model of ``arm`` around ``tokeniser`` (already the arm's: pre-trained or fresh, a copy).
+
+    The processor is drawn from ``seed_for("processor", seed)`` whatever the tokeniser, so at one
+    seed every arm starts its processor from the same weights."""
+    torch.manual_seed(seed_for("processor", seed))
+    model = NextFrameModel(tokeniser, fields, stride=cfg["stride"], width=cfg["width"], blocks=cfg["processor_blocks"])
+    if arm.frozen:
         model.freeze_tokeniser()
-    steps = cfg["dyn_steps"] + (cfg["pre_steps"] if config == "scratch_equal_compute" else 0)
-
-    def evaluate(m):
-        pred = m(val[:, :, :-1])
-        target = val[:, :, 1:]
-        err = metrics.spectral_error(pred, target)
-        return {"vrmse": metrics.vrmse(pred, target).mean(), "nmse": err.nmse.mean(dim=(0, 1, 2))}
-
-    tc = TrainConfig(steps=steps, lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=seed)
-    # a pre-trained tokeniser is fine-tuned at finetune_lr_scale times the processor's rate; a
-    # scratch one, which has nothing to keep, learns at the full rate
-    scale = cfg.get("finetune_lr_scale", 1.0) if config.endswith("finetuned") else 1.0
-    groups = [{"params": list(model.processor.parameters())}, {"params": list(model.tokeniser.parameters()), "lr_scale": scale}]
-    curves = train(model, lambda m, b, rng: m.loss(b), batches, tc, evaluate=evaluate, parameters=groups,
-                   desc=f"{config} seed {seed}", progress=progress)
-    return curves, model
+    return model
 
 
-# -- the jobs of one run, shared by this process and worker processes (physfm.runtime.map_jobs) --
+def _fresh_tokeniser(cfg: Mapping[str, Any], seed: int) -> Tokeniser:
+    torch.manual_seed(seed_for("tokeniser", seed))
+    return Tokeniser(spatial_dims=2, channels=tuple(cfg["channels"]), latent=cfg["latent"], blocks=cfg["blocks"],
+                     patch=cfg["patch"], time_patch=1, stride=cfg["stride"], time_stride=1)
+
+
+def _batches(cfg: Mapping[str, Any], seed: int, device, store: dict):
+    """The training windows of one seed: the same for every arm. ``trajectories > 0``: a fixed
+    set of that many target trajectories, read again and again; 0: the refreshed stream."""
+    target = specs(cfg["systems"])[cfg["target"]]
+    n = cfg["trajectories"]
+    stream = streams.WindowStream(target, shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
+                                  size=n or cfg["buffer"], chunk=min(8, n or 8), refresh=0.0 if n else cfg["refresh"],
+                                  refresh_every=4 * cfg["buffer"], seed=seed_for("train", seed), device=device, store=store)
+    return stream, torch.utils.data.DataLoader(stream, batch_size=cfg["batch"])
+
+
+# -- the jobs of one run, shared by this process and worker processes ----------------------------
 
 _SHARED: dict[str, Any] = {}
 
 
-def _share(cfg: Mapping[str, Any], tokenisers: Mapping[str, tuple[Any, dict | None]], longest: int, device) -> None:
-    """What every dynamics job reads: the parameters, the tokenisers (``name -> (config, weights
-    or None for an untrained one)``), the validation and rollout windows, and one seed's batches."""
-    from physfm.nn.tokeniser import Tokeniser
-
+def _share(configs: Mapping[str, dict], tokenisers: Mapping[tuple[str, str], tuple[Any, dict]], data: harness.EvalData,
+           device) -> None:
+    """What every job reads: the configuration of each regime, the pre-trained tokenisers
+    (``(regime, domain) -> (config, weights)``) and the held-out data."""
     toks = {}
-    for name, (config, state) in tokenisers.items():
-        toks[name] = Tokeniser(config)
-        if state is not None:
-            toks[name].load_state_dict(state)
+    for key, (config, state) in tokenisers.items():
+        toks[key] = Tokeniser(config)
+        toks[key].load_state_dict(state)
     _SHARED.clear()
-    _SHARED.update(cfg=dict(cfg), tokenisers=toks, longest=longest, device=device, tape=(None, None),
-                   val=_windows(cfg, cfg["window"], cfg["val_windows"], seed=50_000, device=device),
-                   roll=_windows(cfg, cfg["context"] + cfg["rollout_steps"], cfg["val_rollouts"], seed=60_000, device=device))
+    _SHARED.update(configs=dict(configs), tokenisers=toks, data=data.to(device), device=device, store=(None, {}))
 
 
-def _dynamics_job(job: tuple[str, int]) -> tuple[xr.Dataset, np.ndarray]:
-    """Train configuration ``job[0]`` with seed ``job[1]``; its curves and rollout VRMSE per lead."""
-    config, seed = job
-    sh, cfg = _SHARED, _SHARED["cfg"]
-    if sh["tape"][0] != seed:  # jobs come seed after seed: keep one seed's batches at a time
-        sh["tape"] = (seed, _data(cfg, seed, sh["longest"], sh["device"]))
-    curves, model = _train_one(config, seed, cfg, sh["tokenisers"], sh["val"], sh["tape"][1](), sh["device"], progress=False)
+def _job(job: Job) -> xr.Dataset:
+    """Train ``job.arm`` with ``job.seed`` at ``job.regime``; its curves, rollout and sizes."""
+    cfg, data, device = _SHARED["configs"][job.regime], _SHARED["data"], _SHARED["device"]
+    arm = ARMS[job.arm]
+    if arm.tokeniser == "scratch":
+        tok = _fresh_tokeniser(cfg, job.seed)
+    else:
+        src = _SHARED["tokenisers"][job.regime, arm.tokeniser]
+        tok = Tokeniser(src.config)
+        tok.load_state_dict(src.state_dict())
+    fields = data.windows.shape[1]
+    model = build(arm, tok, fields, cfg, seed=job.seed).to(device)
+    extra = equal_compute_steps(cfg, fields) if arm.equal_compute else 0
+    steps = cfg["dyn_steps"] + extra
+    # one seed's generated trajectories are shared by the jobs of that seed in this process
+    key = (cfg["trajectories"], job.seed)
+    if _SHARED["store"][0] != key:
+        _SHARED["store"] = (key, {})
+    stream, loader = _batches(cfg, job.seed, device, _SHARED["store"][1])
+    scale = cfg["finetune_lr_scale"] if arm.gentle else 1.0
+    groups = [{"params": list(model.processor.parameters())}, {"params": list(model.tokeniser.parameters()), "lr_scale": scale}]
+    tc = TrainConfig(steps=steps, lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
+    curves = train(model, lambda m, b, rng: m.loss(b), loader, tc, evaluate=data.scores, parameters=groups,
+                   desc=harness.describe_job(job), progress=False)
     model.eval()
-    roll, c = sh["roll"], cfg["context"]
-    pred = model.rollout(roll[:, :, :c], cfg["rollout_steps"])
-    return curves, metrics.vrmse(pred, roll[:, :, c:]).mean(dim=(0, 1)).cpu().numpy()
+    return harness.job_dataset(curves, rollout=data.rollout(model.rollout), steps=steps, extra_steps=extra,
+                               trainable=count_parameters(model)[0], tokeniser_parameters=sum(p.numel() for p in tok.parameters()),
+                               processor_parameters=sum(p.numel() for p in model.processor.parameters()),
+                               **harness.drop_counts(stream.buffer))
 
 
-def _pretrain_job(job: tuple[str, dict, dict, dict]) -> None:
-    """Pre-train one tokeniser on the CPU into the model cache (the caller loads it from there)."""
-    domain, recipe, options, ranges = job
-    pretrain_tokeniser(recipe, device="cpu", name=f"ablation-{domain}", progress=False, system_options=options, system_ranges=ranges)
+def _flops(cfg: Mapping[str, Any], fields: int) -> tuple[float, float]:
+    """FLOPs of one pre-training step and of one dynamics step (forward and backward), counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode` on the CPU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    tok = _fresh_tokeniser(cfg, 0)
+    crops = torch.zeros(cfg["pre_batch"], 1, cfg["window"], cfg["grid"], cfg["grid"])
+    with FlopCounterMode(display=False) as pre:
+        (tok(crops, cfg["stride"], 1) - crops).square().mean().backward()
+    model = build(ARMS["scratch"], _fresh_tokeniser(cfg, 0), fields, cfg, seed=0)
+    windows = torch.zeros(cfg["batch"], fields, cfg["window"], cfg["grid"], cfg["grid"])
+    with FlopCounterMode(display=False) as dyn:
+        model.loss(windows).backward()
+    return float(pre.get_total_flops()), float(dyn.get_total_flops())
 
 
 def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
-        configs: Sequence[str] = CONFIGS, workers: int | None = None) -> xr.Dataset:
-    """Run the whole ablation described by ``cfg`` (the ``pretraining`` preset of
-    :mod:`physfm.profiles`) and return its learning curves and rollout errors.
+        arms: Sequence[str] | None = None, with_map: bool = True, workers: int | None = None,
+        folder: str | None = None) -> xr.Dataset:
+    """Run the ablation of ``cfg`` (the ``pretraining`` preset of :mod:`physfm.profiles`): every
+    arm of ``cfg["arms"]`` for every seed at the base point, and ``map_arms`` x ``map_seeds`` at
+    every map point (``with_map=False``: the base point only).
 
-    Dimensions of the result: ``config``, ``seed``, ``eval_step`` (validation curves; NaN past
-    the end of shorter runs), ``band``, ``step`` (training loss), ``lead`` (rollout), and
-    ``pre_eval_step``/``domain`` for the two pre-training runs. ``persistence_vrmse`` and
-    ``persistence_rollout_vrmse`` score the forecast "nothing changes" (the last true frame
-    repeated) on the same validation data: a model that does not beat it has learnt no dynamics.
+    ``workers`` (default ``cfg["workers"]``): on a CPU, pre-trainings and then dynamics runs go to
+    that many one-thread worker processes; every run is seeded on its own, so the numbers do not
+    depend on which worker ran it. ``folder``: save each finished run there and skip it when the
+    same command runs again (:func:`physfm.experiments.harness.run_jobs`).
 
-    ``workers`` (default ``cfg["workers"]``, else 1): on a CPU, the two pre-trainings and then the
-    runs of every (configuration, seed) go to that many one-thread worker processes
-    (:func:`physfm.runtime.map_jobs`); every run is seeded on its own, so the numbers do not
-    depend on which worker ran it. On an accelerator everything runs here.
+    Returns the harness's layout with dims ``regime``, ``arm``, ``seed``, and the pre-training
+    curves ``pre_vrmse``/``pre_nmse`` per ``regime`` and ``domain``.
     """
-    from physfm.nn.tokeniser import Tokeniser
-    from physfm.runtime import map_jobs
-
-    unknown = [c for c in configs if c not in CONFIGS]
+    start = time.perf_counter()
+    arms = list(cfg["arms"] if arms is None else arms)
+    unknown = [a for a in arms + list(cfg["map_arms"]) if a not in ARMS]
     if unknown:
-        raise ValueError(f"run: unknown configurations {unknown}; choose from {CONFIGS}")
+        raise ValueError(f"run: unknown arms {unknown}; choose from {list(ARMS)}")
     workers = int(cfg.get("workers", 1) if workers is None else workers)
     if torch.device(device).type != "cpu":
         workers = 1
-    start = time.perf_counter()
-    others = [s for s in cfg["systems"] if s != cfg["target"]]
-    if not others:
-        raise ValueError(f"run: systems {cfg['systems']} must include systems other than the target {cfg['target']!r}")
-    recipes = {"in_domain": tokeniser_recipe(cfg, [cfg["target"]]), "cross_domain": tokeniser_recipe(cfg, others)}
-    # the target's own options (frame interval, viscosity range) apply to its pre-training data too
-    adjust = ({cfg["target"]: _options(cfg)}, _target_ranges(cfg))
-    if workers > 1:  # train both at once into the cache; the loop below then loads them
-        map_jobs(_pretrain_job, [(d, r, *adjust) for d, r in recipes.items()], workers=workers,
-                 desc="pre-training the tokenisers", progress=progress)
-    tokenisers, pre_curves = {}, {}
-    for domain, recipe in recipes.items():
-        tok, curves = pretrain_tokeniser(recipe, device=device, name=f"ablation-{domain}", progress=progress,
-                                         system_options=adjust[0], system_ranges=adjust[1])
-        tokenisers[domain] = (tok.config, {k: v.cpu() for k, v in tok.state_dict().items()})
-        pre_curves[domain] = curves
-    r = recipes["in_domain"]
-    untrained = Tokeniser(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
-                          patch=r["patch"], time_patch=1, stride=r["patch"], time_stride=1)
-    tokenisers["untrained"] = (untrained.config, None)
-    pre_seconds = time.perf_counter() - start
+    points = regimes(cfg) if with_map else {"base": regimes(cfg)["base"]}
 
-    seeds = list(cfg["seeds"])
-    longest = cfg["dyn_steps"] + (cfg["pre_steps"] if "scratch_equal_compute" in configs else 0)
-    # seed after seed, the longest run of each seed first (the workers then finish together)
-    order = sorted(configs, key=lambda c: c != "scratch_equal_compute")
-    jobs = [(c, seed) for seed in seeds for c in order]
-    share = (dict(cfg), tokenisers, longest, device)
+    # 1. the tokenisers of every point, pre-trained once per distinct recipe
+    domains = _domains(cfg)
+    recipes = {(r, d): tokeniser_recipe(c, s) for r, c in points.items() for d, s in domains.items()}
+    _pretrain_all(list(recipes.values()), workers=workers, progress=progress)
+    pre = {k: pretrain_tokeniser(rec, device=device, name="ablation", progress=progress) for k, rec in recipes.items()}
+    pre_seconds = time.perf_counter() - start
+    shared_toks = {k: (tok.config, {n: v.cpu() for n, v in tok.state_dict().items()}) for k, (tok, _) in pre.items()}
+
+    # 2. held-out data of the target (the same for every point: the grid and frames do not change)
+    target = specs(cfg["systems"])[cfg["target"]]
+    data = harness.eval_data(target, shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
+                             n_windows=cfg["val_windows"], context=cfg["context"], steps=cfg["rollout_steps"],
+                             n_rollouts=cfg["val_rollouts"], device="cpu")
+
+    # 3. the dynamics runs: the longest first, so that the workers finish together
+    jobs = [Job(a, s, regime="base") for s in cfg["seeds"] for a in arms]
+    jobs += [Job(a, s, regime=r) for r in points if r != "base" for s in cfg["map_seeds"] for a in cfg["map_arms"]]
+    jobs.sort(key=lambda j: (not ARMS[j.arm].equal_compute, j.regime != "base"))
+    share = (points, shared_toks, data, device)
     if workers == 1:
         _share(*share)
-    outputs = map_jobs(_dynamics_job, jobs, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
-                       desc=f"{len(jobs)} dynamics runs", progress=progress)
-    if workers > 1:
-        _share(*share)  # this process's own copy of the validation data, for the baselines below
-    results = {job: curves for job, (curves, _) in zip(jobs, outputs)}
-    rollouts = {job: r for job, (_, r) in zip(jobs, outputs)}
-    rollout = np.stack([np.stack([rollouts[c, seed] for seed in seeds]) for c in configs])
-    val, roll = _SHARED["val"], _SHARED["roll"]
-
-    # the baseline every forecaster must beat: "nothing changes" (the last true frame, repeated)
-    persistence = metrics.vrmse(val[:, :, :-1], val[:, :, 1:]).mean()
-    last_seen = roll[:, :, cfg["context"] - 1 : cfg["context"]].expand(-1, -1, cfg["rollout_steps"], *[-1] * (roll.ndim - 3))
-    persistence_rollout = metrics.vrmse(last_seen, roll[:, :, cfg["context"] :]).mean(dim=(0, 1))
+    results = harness.run_jobs(_job, jobs, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
+                               folder=folder, desc=f"{len(jobs)} dynamics runs", progress=progress)
     _SHARED.clear()
 
-    eval_steps = sorted({int(s) for c in results.values() for s in c.eval_step.values})
-    steps = np.arange(1, max(c.sizes["step"] for c in results.values()) + 1)
-    vr = np.full((len(configs), len(seeds), len(eval_steps)), np.nan)
-    nm = np.full((len(configs), len(seeds), len(eval_steps), len(BANDS)), np.nan)
-    loss = np.full((len(configs), len(seeds), len(steps)), np.nan)
-    for i, config in enumerate(configs):
-        for j, seed in enumerate(seeds):
-            c = results[config, seed]
-            idx = [eval_steps.index(int(s)) for s in c.eval_step.values]
-            vr[i, j, idx] = c.vrmse.values
-            nm[i, j, idx] = c.nmse.values
-            loss[i, j, : c.sizes["step"]] = c.loss.values
-    pre_steps = pre_curves["in_domain"].eval_step.values
-    ds = xr.Dataset(
-        {
-            "vrmse": (("config", "seed", "eval_step"), vr),
-            "nmse": (("config", "seed", "eval_step", "band"), nm),
-            "loss": (("config", "seed", "step"), loss),
-            "rollout_vrmse": (("config", "seed", "lead"), rollout),
-            "persistence_vrmse": ((), float(persistence)),
-            "persistence_rollout_vrmse": (("lead",), persistence_rollout.cpu().numpy()),
-            "pre_vrmse": (("domain", "pre_eval_step"), np.stack([pre_curves[d].vrmse.values for d in recipes])),
-            "pre_nmse": (("domain", "pre_eval_step", "band"), np.stack([pre_curves[d].nmse.values for d in recipes])),
-        },
-        coords={
-            "config": list(configs), "seed": seeds, "eval_step": eval_steps, "band": list(BANDS), "step": steps,
-            "lead": np.arange(1, cfg["rollout_steps"] + 1), "domain": list(recipes), "pre_eval_step": pre_steps,
-        },
-        attrs={"target": cfg["target"], "cross_domain_systems": ", ".join(others), "pretraining_seconds": pre_seconds,
-               "seconds": time.perf_counter() - start, "workers": workers},
-    )
+    # 4. one dataset
+    fields = data.windows.shape[1]
+    pre_flops, dyn_flops = _flops(points["base"], fields)
+    ds = harness.collect(results, baselines=data.baselines())
+    names = list(points)
+    longest = max((c for _, c in pre.values()), key=lambda c: len(c.eval_step)).eval_step.values
+    pre_vrmse = np.full((len(names), len(domains), len(longest)), np.nan)
+    pre_nmse = np.full(pre_vrmse.shape + (3,), np.nan)
+    for i, r in enumerate(names):
+        for j, d in enumerate(domains):
+            c = pre[r, d][1]
+            pre_vrmse[i, j, : c.sizes["eval_step"]] = c.vrmse.values
+            pre_nmse[i, j, : c.sizes["eval_step"]] = c.nmse.values
+    ds["pre_vrmse"] = (("regime", "domain", "pre_eval_step"), pre_vrmse)
+    ds["pre_nmse"] = (("regime", "domain", "pre_eval_step", "band"), pre_nmse)
+    ds = ds.assign_coords(domain=list(domains), pre_eval_step=longest,
+                          axis=("regime", [points[r].get("axis", "base") for r in names]),
+                          compression=("regime", [_fresh_tokeniser(points[r], 0).config.ratio(points[r]["stride"], 1) for r in names]),
+                          trajectories=("regime", [points[r]["trajectories"] for r in names]),
+                          pre_steps=("regime", [points[r]["pre_steps"] for r in names]),
+                          capacity=("regime", [_capacity(points[r], fields) for r in names]))
+    pre_drops = {k: v for (r, _), (_, c) in pre.items() if r == "base" for k, v in c.attrs.items() if k.startswith("drop")}
+    ds.attrs.update({"target": cfg["target"], "cross_domain_systems": ", ".join(domains["cross_domain"]),
+                     "pretraining_seconds": pre_seconds, "seconds": time.perf_counter() - start, "workers": workers,
+                     "equal_compute_steps": equal_compute_steps(points["base"], fields),
+                     "pretraining_step_flops": pre_flops, "dynamics_step_flops": dyn_flops,
+                     **{f"pretraining_{k}": v for k, v in pre_drops.items()},
+                     **drop_attrs({f"validation_{cfg['target']}": data.drops})})
     return ds
 
 
-def _target_ranges(cfg) -> dict:
-    return {cfg["target"]: {"nu": tuple(cfg["target_nu"])}} if cfg.get("target_nu") else {}
+def _capacity(cfg: Mapping[str, Any], fields: int) -> float:
+    """Parameters of the tokeniser over those of the processor."""
+    model = build(ARMS["scratch"], _fresh_tokeniser(cfg, 0), fields, cfg, seed=0)
+    tok = sum(p.numel() for p in model.tokeniser.parameters())
+    return tok / sum(p.numel() for p in model.processor.parameters())
 
 
-def reductions(ds: xr.Dataset, *, at: int | None = None) -> xr.Dataset:
-    """Final validation VRMSE per configuration (mean and standard deviation over seeds) and its
-    reduction against ``scratch`` in percent.
+# -- summaries ----------------------------------------------------------------------------------
 
-    By default each configuration is read at its own last evaluation (``step``): the last step
-    of the equal-step configurations, and for ``scratch_equal_compute`` the later step at which
-    it has had the pre-training steps too, so that its row is the equal-compute comparison its
-    name promises. ``at`` reads every configuration at that one step instead.
-    """
-    done = ~np.isnan(ds.vrmse).any("seed")
-    common = int(ds.eval_step.where(done.sel(config="scratch"), drop=True).max())
-    if at is None:
-        step = xr.DataArray([int(ds.eval_step.where(done.sel(config=c), drop=True).max()) for c in ds.config.values],
-                            coords={"config": ds.config}, dims="config")
-    else:
-        step = xr.full_like(ds.config, int(at), dtype=int)
-    v = ds.vrmse.sel(eval_step=step).drop_vars("eval_step")
-    mean, std = v.mean("seed"), v.std("seed", ddof=1) if v.sizes["seed"] > 1 else v.std("seed")
-    base = float(mean.sel(config="scratch"))
-    return xr.Dataset({"vrmse_mean": mean, "vrmse_std": std, "reduction_percent": 100 * (1 - mean / base), "step": step},
-                      attrs={"eval_step": int(at) if at is not None else common})
+
+def _last_step(v: xr.DataArray) -> int:
+    """The last evaluation at which every seed of ``v (seed, eval_step)`` has a value."""
+    done = ~np.isnan(v).any("seed")
+    return int(v.eval_step.where(done, drop=True).max())
+
+
+def _reduction(ds: xr.Dataset, regime: str, arm: str, against: str, step: int, against_step: int | None = None) -> Interval:
+    a = ds.vrmse_window.sel(regime=regime, arm=arm, eval_step=step).dropna("seed", how="all")
+    b = ds.vrmse_window.sel(regime=regime, arm=against, eval_step=against_step or step).sel(seed=a.seed)
+    return paired_reduction(a.values, b.values)
+
+
+def reductions(ds: xr.Dataset, *, regime: str = "base", against: str = "scratch") -> xr.Dataset:
+    """Per arm at ``regime``: validation VRMSE (mean and standard deviation over seeds) at the arm's
+    own last step (the equal-compute arm later than the others), and its reduction against
+    ``against`` at that arm's dynamics budget, with a 95% bootstrap interval over seeds and windows
+    (``reduction``, ``low``, ``high``, percent; positive is better than ``against``). The equal-compute
+    arm is compared with the others at its own end, see :func:`equal_compute`."""
+    sub = ds.sel(regime=regime)
+    arms = [a for a in sub.arm.values if not np.isnan(sub.vrmse.sel(arm=a)).all()]
+    base_step = _last_step(sub.vrmse.sel(arm=against))
+    rows = {k: [] for k in ("vrmse_mean", "vrmse_std", "reduction", "low", "high", "step")}
+    for a in arms:
+        step = _last_step(sub.vrmse.sel(arm=a))
+        v = sub.vrmse.sel(arm=a, eval_step=step).dropna("seed")
+        iv = _reduction(ds, regime, a, against, step, base_step if step > base_step else None)
+        for k, x in zip(rows, (float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, *iv, step)):
+            rows[k].append(x)
+    return xr.Dataset({k: ("arm", np.asarray(v)) for k, v in rows.items()}, coords={"arm": arms},
+                      attrs={"regime": regime, "against": against, "eval_step": base_step})
+
+
+def curve_reductions(ds: xr.Dataset, arm: str, *, regime: str = "base", against: str = "scratch") -> xr.Dataset:
+    """The reduction of ``arm`` against ``against`` at every evaluation both reached (the dynamics
+    budget axis), with its interval: ``reduction``, ``low``, ``high`` over ``eval_step``."""
+    sub = ds.sel(regime=regime)
+    common = [int(s) for s in sub.eval_step.values
+              if not np.isnan(sub.vrmse.sel(arm=[arm, against], eval_step=s)).any()]
+    ivs = [_reduction(ds, regime, arm, against, s) for s in common]
+    return xr.Dataset({k: ("eval_step", np.asarray([iv[i] for iv in ivs])) for i, k in enumerate(("reduction", "low", "high"))},
+                      coords={"eval_step": common}, attrs={"arm": arm, "regime": regime, "against": against})
+
+
+def map_table(ds: xr.Dataset, *, arms: Sequence[str] = ("in_domain_finetuned", "cross_domain_finetuned"),
+              against: str = "scratch", step: int | None = None) -> xr.Dataset:
+    """The map: reduction of each of ``arms`` against ``against`` at every regime, at the last
+    common dynamics step (or ``step``), with intervals: dims ``regime``, ``arm``."""
+    out = {k: np.full((ds.sizes["regime"], len(arms)), np.nan) for k in ("reduction", "low", "high", "vrmse")}
+    for i, r in enumerate(ds.regime.values):
+        sub = ds.sel(regime=r)
+        if np.isnan(sub.vrmse.sel(arm=against)).all():
+            continue
+        s = step or _last_step(sub.vrmse.sel(arm=against).dropna("seed", how="all"))
+        for j, a in enumerate(arms):
+            v = sub.vrmse.sel(arm=a, eval_step=s).dropna("seed")
+            if v.size == 0:
+                continue
+            iv = _reduction(ds, r, a, against, s)
+            out["reduction"][i, j], out["low"][i, j], out["high"][i, j] = iv
+            out["vrmse"][i, j] = float(v.mean())
+    return xr.Dataset({k: (("regime", "arm"), v) for k, v in out.items()},
+                      coords={"regime": ds.regime.values, "arm": list(arms), "axis": ds.axis})
+
+
+def equal_compute(ds: xr.Dataset, arm: str = "in_domain_finetuned", *, regime: str = "base") -> Interval:
+    """The reduction of a pre-trained ``arm`` after its dynamics steps against scratch given the
+    pre-training's field-frames as extra steps (``scratch_equal_compute`` at its own end)."""
+    sub = ds.sel(regime=regime)
+    step = _last_step(sub.vrmse.sel(arm=arm))
+    long = _last_step(sub.vrmse.sel(arm="scratch_equal_compute"))
+    return _reduction(ds, regime, arm, "scratch_equal_compute", step, long)

@@ -2,48 +2,31 @@
 
 Chapters share expensive artefacts (a pre-trained tokeniser) through a cache folder: a model is
 stored as ``<cache_dir>/<name>-<digest>.pt``, where the digest hashes the model's plain-data
-configuration and the source of the library it was trained with, so any change to either trains
-a new model and deleting the folder is always safe. Every chapter also runs from an empty cache.
+configuration and the source of the code that shapes it (its layers, data and training loop), so
+any change to either trains a new model and deleting the folder is always safe. Every chapter also runs from an empty cache.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import torch
 import xarray as xr
 from torch import nn
 
-from physfm.results import atomic_write, repo_root
-from physfm.runtime import is_main_process
+from physfm.results import atomic_write
+from physfm.runtime import cache_dir, code_digest, is_main_process
 
-__all__ = ["cached", "cache_dir", "config_digest"]
-
-
-@functools.lru_cache(maxsize=1)
-def _library_digest() -> str:
-    """Hash of the library's source: a cached model is stale as soon as any of it changes.
-    Read once per process, so that a run keys all its models alike."""
-    h = hashlib.sha256()
-    for f in sorted(Path(__file__).parents[1].rglob("*.py")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+__all__ = ["cached", "cache_dir", "config_digest", "code_digest"]
 
 
-def cache_dir() -> Path:
-    """``$PHYSFM_CACHE``, else ``.cache/`` in the repository (ignored by git)."""
-    return Path(os.environ.get("PHYSFM_CACHE") or repo_root() / ".cache")
-
-
-def config_digest(config: Mapping[str, Any]) -> str:
-    """A short stable hash of plain-data configuration and of the library's source code."""
-    text = json.dumps({"library": _library_digest(), **config}, sort_keys=True, default=str)
+def config_digest(config: Mapping[str, Any], code: Sequence[ModuleType] = ()) -> str:
+    """A short stable hash of plain-data configuration and of the source of ``code``."""
+    text = json.dumps({"code": code_digest(code), **config}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -53,16 +36,18 @@ def cached(
     make: Callable[[], nn.Module],
     fit: Callable[[nn.Module], xr.Dataset],
     *,
+    code: Sequence[ModuleType] = (),
     verbose: bool = True,
 ) -> tuple[nn.Module, xr.Dataset]:
     """A model trained with ``config``: from the cache if it is there, else ``fit`` now and store it.
 
     ``make()`` builds the untrained model; ``fit(model)`` trains it in place and returns its
-    curves. The cache file is ``<cache_dir>/<name>-<hash of config and library source>.pt``, so
-    any change to the configuration or to the library trains a new model, and deleting the
+    curves. The cache file is ``<cache_dir>/<name>-<hash of config and of code>.pt``, with
+    ``code`` the modules whose source shapes the model (its layers, its data, its training loop),
+    so any change to the configuration or to that code trains a new model, and deleting the
     folder is always safe.
     """
-    path = cache_dir() / f"{name}-{config_digest(config)}.pt"
+    path = cache_dir() / f"{name}-{config_digest(config, code)}.pt"
     model = make()
     if path.exists():
         blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -75,5 +60,3 @@ def cached(
     if is_main_process():
         atomic_write(path, lambda tmp: torch.save(blob, tmp))
     return model, curves
-
-

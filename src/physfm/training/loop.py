@@ -12,7 +12,8 @@ Configuration is plain data (:class:`TrainConfig`); the model, the loss and the 
   ``state_dict``/``load_state_dict`` are saved with the checkpoint, so a resumed run draws exactly
   the batches the uninterrupted run would have drawn;
 - ``evaluate(model)`` is called before the first step, every ``eval_every`` steps and after the
-  last; it returns scalars or 1-D tensors (three entries are taken to be the low/mid/high bands).
+  last; it returns scalars or 1-D tensors (one named ``...mse`` with three entries is taken to be
+  the low/mid/high bands; any other 1-D value gets its own axis ``<name>_index``).
 
 The learning curves come back as an :class:`xarray.Dataset` (dims ``step`` for the training
 loss and learning rate, ``eval_step`` and ``band`` for evaluations), ready for
@@ -297,7 +298,7 @@ def _curves(losses, lrs, evals, desc, seconds) -> xr.Dataset:
             stacked = np.stack([v[key] for _, v in evals])
             if stacked.ndim == 1:
                 data[key] = (("eval_step",), stacked)
-            elif stacked.shape[1] == len(BANDS):
+            elif key.endswith("mse") and stacked.shape[1] == len(BANDS):
                 data[key] = (("eval_step", "band"), stacked)
                 coords["band"] = list(BANDS)
             else:

@@ -18,11 +18,20 @@ import torch
 import xarray as xr
 from torch import nn
 
+from physfm.data import normalise, pde, spectral, streams
+from physfm.data import spec as spec_module
+from physfm.data.spec import specs
 from physfm.data.spectral import BANDS
+from physfm.eval import metrics
+from physfm.nn import compression
+from physfm.nn import tokeniser as tokeniser_module
+from physfm.nn.tokeniser import Tokeniser
+from physfm.runtime import seed_for
+from physfm.training import loop
 from physfm.training.cache import cached
 from physfm.training.loop import TrainConfig, train
 
-__all__ = ["RECIPE_KEYS", "tokeniser_config", "pretrain_tokeniser", "crops_by_system", "evaluate_tokeniser"]
+__all__ = ["RECIPE_KEYS", "CODE", "tokeniser_config", "pretrain_tokeniser", "drop_attrs", "crops_by_system", "evaluate_tokeniser"]
 
 RECIPE_KEYS = (
     "systems", "grid", "frames", "crop", "crop_t", "buffer", "refresh", "channels", "latent", "blocks",
@@ -32,67 +41,56 @@ RECIPE_KEYS = (
 
 def tokeniser_config(cfg: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
     """The plain-data pre-training recipe inside a chapter's parameters (see the ``tokeniser``
-    preset in :mod:`physfm.profiles`), with ``changes`` applied (e.g. another list of systems)."""
+    preset in :mod:`physfm.profiles`), with ``changes`` applied (e.g. other systems). The systems
+    become a mapping ``name -> options`` (:func:`physfm.data.spec.specs`), so that a recipe names
+    everything that shapes its data."""
     recipe = {k: cfg[k] for k in RECIPE_KEYS}
     if cfg.get("refresh_every") is not None:  # optional: crops read between refreshes (default: buffer)
         recipe["refresh_every"] = cfg["refresh_every"]
     recipe.update(changes)
+    recipe["systems"] = {name: {k: v for k, v in s.as_dict().items() if k != "name"} for name, s in specs(recipe["systems"]).items()}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
 
 
-def pretrain_tokeniser(
-    recipe: Mapping[str, Any],
-    *,
-    device: torch.device | str = "cpu",
-    name: str = "tokeniser",
-    progress: bool = True,
-    use_cache: bool = True,
-    system_options: Mapping[str, Mapping] | None = None,
-    system_ranges: Mapping[str, Mapping] | None = None,
-):
+#: the modules whose code shapes a pre-trained tokeniser: a change to any of them trains anew
+CODE = (pde, spectral, spec_module, normalise, streams, compression, tokeniser_module, loop, metrics)
+
+
+def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str = "cpu", name: str = "tokeniser",
+                       progress: bool = True, use_cache: bool = True):
     """Pre-train a 2D :class:`~physfm.nn.tokeniser.Tokeniser` as an autoencoder on single-channel
     crops streamed from ``recipe["systems"]``, with a random compression ratio per step.
 
     Each step draws a spatial stride from ``strides`` and a time stride from ``time_strides``,
-    so one set of weights learns every ratio. The validation set is a fixed set of
-    ``val_crops`` crops from a separately seeded stream of the same systems; it is evaluated at
-    the largest ratio (VRMSE and the three spectral bands). The result is cached under
-    ``name`` and the hash of ``recipe`` (see :func:`cached`), so chapters that need the same
-    tokeniser train it once. ``system_options`` (name -> :func:`physfm.data.pde.generate` keywords)
-    and ``system_ranges`` (name -> coefficient ranges) adjust individual systems.
+    so one set of weights learns every ratio. The training stream is seeded by
+    ``seed_for("train", seed)``; the validation set is ``val_crops`` crops from the separate stream
+    ``seed_for("validation", seed)`` of the same systems, evaluated at the largest ratio (VRMSE and
+    the three spectral bands). The result is cached under ``name`` and the hash of ``recipe`` and
+    of the code in :data:`CODE` (see :func:`~physfm.training.cache.cached`), so chapters that need
+    the same tokeniser train it once.
 
     Returns:
-        ``(tokeniser, curves)``.
+        ``(tokeniser, curves)``; ``curves.attrs`` also hold the generator's throughput and the
+        trajectories it dropped per system (``dropped_<system>``, ``drop_rate_<system>``).
     """
-    from physfm.data import pde, streams
-    from physfm.eval import metrics
-    from physfm.nn.tokeniser import Tokeniser
-
-    r = dict(recipe)
-    options = {k: dict(v) for k, v in (system_options or {}).items() if k in r["systems"]}
-    ranges = {k: {c: list(v) if isinstance(v, tuple) else v for c, v in rg.items()} for k, rg in (system_ranges or {}).items() if k in r["systems"]}
-    if options:
-        r["system_options"] = options
-    if ranges:
-        r["system_ranges"] = ranges
-    systems = [pde.SYSTEMS[n](ranges={c: tuple(v) if isinstance(v, list) else v for c, v in ranges[n].items()}) if n in ranges else n
-               for n in r["systems"]]
+    r = tokeniser_config(recipe)
+    systems = specs(r["systems"])
     crop = (int(r["crop_t"]), int(r["crop"]), int(r["crop"]))
     model_args = dict(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
                       patch=r["patch"], time_patch=r["time_patch"], stride=max(r["strides"]), time_stride=max(r["time_strides"]))
 
     def make():
-        torch.manual_seed(r["seed"])
+        torch.manual_seed(seed_for("init", r["seed"]))
         return Tokeniser(**model_args)
 
     def fit(model):
         model.to(device)
-        stream = streams.CropStream(systems, shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
-                                    size=r["buffer"], refresh=r["refresh"], refresh_every=r.get("refresh_every"), seed=r["seed"],
-                                    device=device, system_options=options)
-        val = streams.take(streams.CropStream(systems, shape=(r["grid"], r["grid"]), frames=r["frames"], crop=crop,
-                                              size=max(len(r["systems"]), r["val_crops"] // 4), refresh=0.0,
-                                              seed=r["seed"] + 10_000, device=device, system_options=options), r["val_crops"])
+        grid = (r["grid"], r["grid"])
+        stream = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop, size=r["buffer"], refresh=r["refresh"],
+                                    refresh_every=r.get("refresh_every"), seed=seed_for("train", r["seed"]), device=device)
+        val_stream = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop, size=max(len(systems), r["val_crops"] // 2),
+                                        refresh=0.0, seed=seed_for("validation", r["seed"]), device=device)
+        val = streams.take(val_stream, r["val_crops"])
         loader = torch.utils.data.DataLoader(stream, batch_size=r["batch"])
         strides, time_strides = list(r["strides"]), list(r["time_strides"])
 
@@ -111,26 +109,38 @@ def pretrain_tokeniser(
         curves = train(model, loss_fn, loader, config, evaluate=evaluate, state=[stream], desc=name, progress=progress)
         curves.attrs["trajectories_per_second"] = float(stream.buffer.trajectories_per_second)
         curves.attrs["generation_seconds"] = float(stream.buffer.seconds)
+        curves.attrs.update(drop_attrs(streams.drop_summary([stream.buffer, val_stream.buffer])))
         model.cpu()
         return curves
 
     if not use_cache:
         model = make()
         return model, fit(model)
-    return cached(name, r, make, fit)
+    return cached(name, r, make, fit, code=CODE)
 
 
-def crops_by_system(recipe: Mapping[str, Any], n: int, *, systems: Sequence[str] | None = None, seed: int = 20_000,
+def drop_attrs(drops: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Result attributes from :func:`physfm.data.streams.drop_summary`: ``dropped_<system>`` and
+    ``drop_rate_<system>`` (NetCDF attributes are flat)."""
+    out: dict[str, float] = {}
+    for name, d in drops.items():
+        out[f"dropped_{name}"] = int(d["dropped"])
+        out[f"drop_rate_{name}"] = float(d["rate"])
+    return out
+
+
+def crops_by_system(recipe: Mapping[str, Any], n: int, *, systems: Sequence[str] | None = None, seed: int = 0,
                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """``n`` held-out crops ``(n, 1, crop_t, crop, crop)`` of each system, from streams seeded apart
-    from any training stream (the same recipe's grid, frames and crop size)."""
-    from physfm.data import streams
-
+    """``n`` held-out crops ``(n, 1, crop_t, crop, crop)`` of each system of ``recipe`` (or of
+    ``systems``), each from ``n // 2`` trajectories of the stream ``seed_for("test/<system>", seed)``,
+    apart from every training and validation stream (the recipe's grid, frames and crop size)."""
     out = {}
-    for i, name in enumerate(systems or recipe["systems"]):
-        stream = streams.CropStream([name], shape=(recipe["grid"],) * 2, frames=recipe["frames"],
+    all_specs = specs(recipe["systems"])
+    for name, sp in (specs(systems) if systems is not None else all_specs).items():
+        sp = all_specs.get(name, sp)
+        stream = streams.CropStream([sp], shape=(recipe["grid"],) * 2, frames=recipe["frames"],
                                     crop=(recipe["crop_t"], recipe["crop"], recipe["crop"]),
-                                    size=max(2, n // 4), refresh=0.0, seed=seed + i, device=device)
+                                    size=max(2, n // 2), refresh=0.0, seed=seed_for(f"test/{name}", seed), device=device)
         out[name] = streams.take(stream, n)
     return out
 
@@ -140,8 +150,6 @@ def evaluate_tokeniser(tokeniser: nn.Module, crops: Mapping[str, torch.Tensor],
     """Reconstruction VRMSE and per-band NMSE of ``tokeniser`` on each system's crops at each
     ``(stride, time_stride)``: a Dataset with dims ``system``, ``ratio`` (and ``band``), plus the
     compression ratio of each and the VRMSE per frame of the crop (``frame``)."""
-    from physfm.eval import metrics
-
     names = list(crops)
     v = np.zeros((len(names), len(ratios)))
     b = np.zeros((len(names), len(ratios), len(BANDS)))
