@@ -78,7 +78,7 @@ def test_good_pages_pass_every_check(reports):
         assert reports[page].problems == [], (page, reports[page].problems)
     # inline, Mamba's decay, display, the align environment, the solution's, the caption's
     assert reports["formulas"].typeset >= 6, reports["formulas"]
-    assert reports["captioned"].figures == 1
+    assert reports["captioned"].figures == 2  # the plot, and the animation player's frame
 
 
 @pytest.mark.parametrize(
@@ -116,6 +116,13 @@ def test_a_cell_caption_renders_as_a_figure(book):
     assert 'alt="A line through the points (0, 0), (1, 1) and (2, 4)"' in figure.group(1)
     assert re.search(r"<figcaption>.*Fig\. \d+.*The squares of 0, 1 and 2", figure.group(1), re.S)
     assert 'href="#fig-fixture-squares"' in html  # {numref} resolves to it
+
+
+def test_html_animations_need_no_network_and_have_alt_text(book):
+    html = (book / "book" / "captioned.html").read_text()
+    assert "maxcdn.bootstrapcdn.com" not in html  # matplotlib's Font Awesome link is dropped
+    player = re.search(r'<figure[^>]*id="fig-fixture-animation"[^>]*>(.*?)</figure>', html, re.S)
+    assert player and 'alt="A line that tilts from flat to rising"' in player.group(1)
 
 
 def test_names_are_not_links_but_addresses_are(book):

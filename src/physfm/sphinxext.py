@@ -12,6 +12,10 @@ link Font Awesome 4 from a CDN for their buttons. The book must read offline, an
 already serves Font Awesome, whose script draws those icons, so the link is dropped from the
 notebook outputs of the pages (notebooks themselves keep it: Jupyter needs it).
 
+Alt text: myst-nb gives the images of a cell the alt text of its metadata
+(``"mystnb": {"image": {"alt": ...}}``), but not the ``<img>`` of an HTML output such as that
+animation player; those get it here.
+
 Scripts: Sphinx 7.4 emits an inline script that an extension adds once the builder exists
 (sphinx-thebe's and sphinx-togglebutton's configuration) twice on every page, because the
 builder's copy is keyed ``None`` and the registry's ``""``. sphinx-thebe's script declares
@@ -23,6 +27,7 @@ Enable it with ``sphinx: extra_extensions: [physfm.sphinxext]`` in ``_config.yml
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -30,7 +35,7 @@ from docutils import nodes
 
 from physfm import student
 
-__all__ = ["setup", "render_exercise_cells", "drop_cdn_links", "dedupe_scripts"]
+__all__ = ["setup", "render_exercise_cells", "drop_cdn_links", "html_alt_text", "dedupe_scripts"]
 
 # the stylesheet link of matplotlib's animation player (matplotlib/_animation_data.py)
 CDN_LINK = re.compile(r'<link rel="stylesheet"\s+href="https://maxcdn\.bootstrapcdn\.com/font-awesome/[^"]*"\s*/?>')
@@ -80,9 +85,29 @@ def drop_cdn_links(doctree: nodes.document) -> int:
     return count
 
 
+_IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\balt=)")
+
+
+def html_alt_text(doctree: nodes.document) -> int:
+    """Give the ``<img>`` tags of HTML outputs their cell's alt text (``mystnb.image.alt``); returns how many."""
+    count = 0
+    for cell in _code_cells(doctree):
+        alt = cell.get("cell_metadata", {}).get("mystnb", {}).get("image", {}).get("alt")
+        if not alt:
+            continue
+        for raw in cell.findall(nodes.raw):
+            if "html" in raw.get("format", "").split():
+                text, n = _IMG_WITHOUT_ALT.subn(f'<img alt="{html.escape(str(alt), quote=True)}"', raw.astext())
+                if n:
+                    _set_text(raw, text)
+                    count += n
+    return count
+
+
 def _on_doctree_read(app, doctree: nodes.document) -> None:
     render_exercise_cells(doctree, bool(app.config.physfm_student_edition))
     drop_cdn_links(doctree)
+    html_alt_text(doctree)
 
 
 def dedupe_scripts(scripts: list) -> list:
