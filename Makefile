@@ -2,7 +2,9 @@
 # that has Python 3.11 and pip: a virtual environment in .venv with the pinned requirements.
 #
 #   make book    execute every chapter at the cpu profile, render HTML to _build/html
-#   make test    unit tests, every chapter at the smoke profile under nbval, book build with -W
+#   make test    unit tests, every chapter at the smoke profile under nbval, book build with -W,
+#                every page of it loaded in headless Chromium (Debian's chromium package)
+#   make student the student edition: HTML without solutions, nbgrader notebooks (_build/student)
 #   make bench   speed/memory benchmarks against the reference libraries
 #   make clean   remove builds (keeps .venv)
 
@@ -20,10 +22,11 @@ export VTK_DEFAULT_OPENGL_WINDOW := vtkEGLRenderWindow
 # parallel regions (the generator's FFTs) run 20-60x slower (see benchmarks/bench_generator.py)
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: book test unit notebooks book-check bench env test-env clean
+.PHONY: book test unit notebooks book-check student bench env test-env student-env clean
 
 env: $(VENV)/.book-installed
 test-env: $(VENV)/.test-installed
+student-env: $(VENV)/.student-installed
 
 $(VENV)/.book-installed: requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,13 +34,18 @@ $(VENV)/.book-installed: requirements.txt pyproject.toml
 	@grep -v '^-e' requirements.txt > $(CONSTRAINTS)
 	@touch $@
 
-$(VENV)/.test-installed: $(VENV)/.book-installed requirements-test.txt
+$(VENV)/.student-installed: $(VENV)/.book-installed requirements-student.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-student.txt -c $(CONSTRAINTS)
+	@touch $@
+
+# the tests check the student notebooks with nbgrader itself, so they need the student edition's packages
+$(VENV)/.test-installed: $(VENV)/.student-installed requirements-test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt -c $(CONSTRAINTS)
 	@touch $@
 
 book: env
 	$(BIN)/jupyter-book build --all .
-	$(BIN)/python tests/check_built_book.py _build/html
+	$(BIN)/python tests/check_built_book.py --browser-if-found _build/html
 	@echo
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
@@ -54,10 +62,24 @@ notebooks: test-env
 	PHYSFM_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider book
 
 # the whole book at the smoke profile, warnings as errors, in its own folder and execution
-# cache so smoke outputs never mix with the cpu build of `make book`
+# cache so smoke outputs never mix with the cpu build of `make book`; then every page in
+# headless Chromium: formulas typeset, no MathJax or console error, images load, captions
 book-check: env
 	PHYSFM_PROFILE=smoke $(BIN)/jupyter-book build --all -W -n --keep-going --path-output _build/smoke .
 	$(BIN)/python tests/check_built_book.py _build/smoke/_build/html
+
+# the student edition, for instructors: the HTML book without solutions (exercise cells as
+# stubs), from the execution cache of `make book` (it runs what is not cached), and the chapters
+# as an nbgrader course folder: source/ (solutions, cells marked for grading) and release/
+# (what students get, made by nbgrader's generate_assignment)
+student: student-env
+	@mkdir -p _build/student
+	$(BIN)/python -m physfm.student config _config.yml _build/student/_config.yml _build/.jupyter_cache
+	$(BIN)/jupyter-book build --all --config _build/student/_config.yml --path-output _build/student .
+	$(BIN)/python -m physfm.student notebooks _build/student/nbgrader book/*.ipynb
+	@echo
+	@echo "The student edition is at file://$(CURDIR)/_build/student/_build/html/index.html"
+	@echo "nbgrader course folder: $(CURDIR)/_build/student/nbgrader (source/ for instructors, release/ for students)"
 
 bench: test-env
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c $(CONSTRAINTS)

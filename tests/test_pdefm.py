@@ -1,4 +1,4 @@
-"""physfm.nn.pdefm and physfm.experiments.pdefm: the PDE-FM-style model, temperature sampling, the runner."""
+"""physfm.nn.pdefm: the PDE-FM-style model (adapters, spectral token, FiLM, backbones, loss)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from physfm import profiles
-from physfm.data import pde
-from physfm.experiments import pdefm as multisystem
 from physfm.nn.pdefm import (PDEFM, FiLM, SpectralToken, count_parameters, matched_transformer_hidden, pdefm_loss,
                           spectral_l2)
 
@@ -210,77 +207,3 @@ def test_loss_is_zero_for_a_perfect_prediction_and_penalises_blur():
     assert float(pdefm_loss(y, y)) < 1e-3
     with pytest.raises(ValueError, match="pred has shape"):
         spectral_l2(y, y[:1])
-
-
-# -- temperature sampling and metadata --------------------------------------------------------
-
-
-def test_temperature_probabilities_follow_the_formula():
-    sizes = [800, 200, 100]
-    for T in (0.5, 1.0, 2.0, 3.0):
-        w = np.array(sizes, dtype=float) ** (1 / T)
-        np.testing.assert_allclose(multisystem.temperature_probabilities(sizes, T), w / w.sum())
-    np.testing.assert_allclose(multisystem.temperature_probabilities(sizes, 1.0), [8 / 11, 2 / 11, 1 / 11])
-    np.testing.assert_allclose(multisystem.temperature_probabilities(sizes, math.inf), [1 / 3] * 3)
-    for bad, match in (([1, 0], "sizes must be positive"), ([], "sizes must be positive")):
-        with pytest.raises(ValueError, match=match):
-            multisystem.temperature_probabilities(bad, 1.0)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        multisystem.temperature_probabilities(sizes, 0.0)
-
-
-def test_temperature_sampler_draws_with_those_probabilities():
-    sampler = multisystem.TemperatureSampler([800, 200, 100], 2.0, seed=1)
-    draws = sampler.draw(40_000).numpy()
-    freq = np.bincount(draws, minlength=3) / draws.size
-    np.testing.assert_allclose(freq, sampler.probabilities, atol=0.01)
-    a, b = (multisystem.TemperatureSampler([800, 200, 100], 2.0, seed=3) for _ in range(2))
-    assert [a.draw() for _ in range(20)] == [b.draw() for _ in range(20)]
-
-
-def test_coefficients_are_scaled_to_minus_one_one():
-    for name in pde.SYSTEMS:
-        system = pde.get_system(name)
-        d = max(system.dims) if 2 not in system.dims else 2
-        c = system.sample(64, torch.Generator().manual_seed(0))
-        s = multisystem.scale_coefficients(system, c, d)
-        assert s.shape == (64, len(multisystem.coefficient_names(system, d)))
-        assert s.shape[1] <= 3 and (s.abs() <= 1 + 1e-6).all()
-    assert multisystem.coefficient_names("advection_diffusion", 2) == ["nu", "c0", "c1"]
-    assert multisystem.coefficient_names("gray_scott", 2) == ["F", "kappa"]
-
-
-# -- the runner ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def smoke_run():
-    cfg = dict(profiles.resolve("pdefm", "smoke"))
-    cfg.update(seeds=(0,), steps=2, eval_every=1, timing_lengths=(8,))
-    return cfg, multisystem.run(cfg, progress=False)
-
-
-def test_runner_returns_results_of_the_expected_dimensions(smoke_run):
-    cfg, ds = smoke_run
-    configs = ["full", "no_spectral_token", "transformer", *[f"without_{s}" for s in cfg["held_out"]]]
-    assert list(ds.config.values) == configs and list(ds.system.values) == list(cfg["systems"])
-    assert ds.vrmse.dims == ("config", "seed", "system") and ds.sizes["seed"] == 1
-    assert ds.vrmse_by_position.sizes["position"] == cfg["window"] - 1
-    assert ds.rollout_vrmse.sizes["lead"] == cfg["rollout_steps"] and ds.nmse.sizes["band"] == 3
-    assert list(ds.eval_step.values) == [0, 1, 2]
-    for name, var in ds.data_vars.items():
-        if name != "curve_system":   # NaN where a configuration did not train on a system
-            assert not np.isnan(np.asarray(var.values, dtype=float)).any(), name
-    held = cfg["held_out"][0]
-    assert not bool(ds.seen.sel(config=f"without_{held}", system=held)) and bool(ds.seen.sel(config="full", system=held))
-    assert float(ds.draws.sel(config=f"without_{held}", system=held).sum()) == 0
-    np.testing.assert_allclose(ds.probability.sum("system"), 1.0)
-    assert ds.parameters.sel(config="no_spectral_token") < ds.parameters.sel(config="full")
-    d = multisystem.deltas(ds)
-    assert float(abs(d.mean_over_systems.sel(config="full"))) == 0.0
-    assert set(multisystem.summary(ds).data_vars) == {"mean", "std", "mean_over_systems", "std_over_systems"}
-
-
-def test_unknown_configuration_is_named():
-    with pytest.raises(ValueError, match="unknown configurations"):
-        multisystem.run(profiles.resolve("pdefm", "smoke"), configs=("no_backbone",))

@@ -1,4 +1,4 @@
-"""How sure is a difference between two arms? A paired bootstrap over seeds and windows.
+r"""How sure is a difference between two arms? A paired bootstrap over seeds and windows.
 
 An experiment compares an arm ``a`` with a baseline ``b`` (pre-trained against scratch) on the
 same validation windows, seed by seed: at one seed both arms start their processor from the same
@@ -11,8 +11,14 @@ and the windows (which data the validation set happens to hold). The interval re
 a two-stage (hierarchical) bootstrap (Davison & Hinkley 1997, sect. 3.8): draw ``S`` seeds with
 replacement, then ``W`` windows with replacement, the same draws for both arms (the pairing),
 recompute :math:`r`; the 2.5% and 97.5% quantiles of many such :math:`r` make the 95% interval
-(percentile bootstrap). A difference is called a difference only when its interval excludes zero.
-With few seeds the interval is wide; that is the honest answer, not a flaw.
+(percentile bootstrap). Resampling ``S`` seeds underestimates their spread by a factor
+:math:`(S-1)/S` in variance (the plug-in variance of a mean of few values), so the draws are
+widened about the estimate by :math:`\sqrt{S/(S-1)}` (Davison & Hinkley 1997, sect. 3.8's
+remedy for few clusters). A difference is called a difference only when its interval excludes
+zero. With few seeds an interval is approximate: in simulations where the spread between seeds
+dominates that between windows, the 95% interval covers the truth 93% of the time with 5 seeds
+and about 84% with 3 (``tests/test_uncertainty.py``); where the windows dominate, it is
+conservative.
 """
 
 from __future__ import annotations
@@ -65,5 +71,7 @@ def paired_reduction(errors: np.ndarray, baseline: np.ndarray, *, n_boot: int = 
     windows = rng.integers(0, w, size=(n_boot, s, w))
     pick = lambda x: x[seeds[:, :, None], windows].mean(axis=(1, 2))
     draws = 100 * (1 - pick(a) / pick(b))
+    if s > 1:  # the plug-in spread of s seeds is too small by sqrt((s - 1) / s)
+        draws = estimate + np.sqrt(s / (s - 1)) * (draws - estimate)
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return Interval(float(estimate), float(lo), float(hi))

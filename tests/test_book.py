@@ -1,0 +1,24 @@
+"""physfm.book: numbers handed to the prose, and statements checked against the run."""
+
+from __future__ import annotations
+
+import pytest
+
+from physfm import book
+
+
+def test_statements_are_enforced_at_the_profile_they_were_written_for(capsys):
+    assert book.statements({"a holds": True}, profile="cpu") is True
+    assert "All 1 statements hold" in capsys.readouterr().out
+    with pytest.raises(book.StatementError, match="b fails"):
+        book.statements({"a holds": True, "b fails": False}, profile="cpu")
+
+
+def test_at_another_profile_the_page_says_they_were_not_checked(capsys):
+    assert book.statements({"b fails": False}, profile="smoke") is False
+    out = capsys.readouterr().out
+    assert "NO   b fails" in out and "not checked" in out and "hold" not in out
+
+
+def test_glue_returns_the_value():
+    assert book.glue("x", 1.5) == 1.5
