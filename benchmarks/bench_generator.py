@@ -9,12 +9,18 @@ denominator of the three APIs.
 
 Targets: physfm >= 1.0x torchfsm everywhere and >= 0.67x exponax.
 
+Also measured: the throughput of :func:`physfm.data.pde.generate` itself per system, at the
+tokeniser's cpu recipe (64^2, 17 frames, batches of 8), this checkout against the generator of
+another commit (``--ref``, default ``main``, read with ``git show``), on the same draws: the step
+rule (ETDRK4 steps per frame from a CFL bound) against whatever that commit does. Reported as
+trajectories per second (best of the interleaved repeats) and steps per trajectory.
+
 Also measured: crops supplied per second by the streaming buffer (steady state, with the
 refreshed trajectories generated inline) against crops consumed per second by tokeniser
 training at the tokeniser chapter's cpu recipe (target: supply >= 5x consumption, so training is
 never data-bound). Timings are interleaved and the median of several repeats is reported.
 
-    python benchmarks/bench_generator.py [--quick]
+    python benchmarks/bench_generator.py [--quick] [--generate-only] [--ref main]
 """
 
 from __future__ import annotations
@@ -95,6 +101,55 @@ def bench_solvers(shapes, repeats: int) -> list[tuple]:
     return rows
 
 
+def _generator_of(ref: str):
+    """``physfm.data.pde`` as it is at commit ``ref`` (``git show``), as a fresh module."""
+    import importlib.util
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "-C", str(root), "show", f"{ref}:src/physfm/data/pde.py"], capture_output=True,
+                            text=True, check=True).stdout
+    name = f"physfm.data._pde_{re.sub(r'[^0-9A-Za-z]', '_', ref)}"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    sys.modules[name] = module  # dataclasses look their module up
+    exec(compile(source, f"{ref}:src/physfm/data/pde.py", "exec"), module.__dict__)
+    return module
+
+
+def bench_generate(ref: str, repeats: int, shape=(64, 64), frames: int = 17, batch: int = 8) -> list[tuple]:
+    """Trajectories/s of ``generate`` per system, this checkout and ``ref``, same seeds, interleaved;
+    the best of ``repeats`` (the least disturbed by other work on the machine)."""
+    old = _generator_of(ref)
+    rows = []
+    for name in pde.SYSTEMS:
+        runs = {}
+        fns = []
+        for label, module in (("after", pde), ("before", old)):
+            def fn(module=module, label=label):
+                runs[label] = module.generate(name, batch=batch, shape=shape, frames=frames,
+                                              generator=torch.Generator().manual_seed(0))
+            fns.append(fn)
+        best = [min(t) for t in _times(fns, repeats)]
+        old_steps = (round(old.SYSTEMS[name].warmup / old.SYSTEMS[name].dt)
+                     + (frames - 1) * max(1, round(old.SYSTEMS[name].interval / old.SYSTEMS[name].dt))) if hasattr(old.SYSTEMS[name], "dt") else None
+        rows.append((name, batch / best[1], batch / best[0], old_steps, runs["after"].steps))
+    return rows
+
+
+def _times(fns, repeats: int) -> list[list[float]]:
+    """Seconds of every run of each function, interleaved (one run of each in turn), no warm-up
+    beyond the first round."""
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return times
+
+
 def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     """Crops/s the stream supplies and crops/s tokeniser training consumes, at the tokeniser
     chapter's cpu recipe (``profiles.resolve("tokeniser", "cpu")``: six systems, 64x64 grid,
@@ -172,10 +227,24 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="64x64 only, fewer repeats")
+    parser.add_argument("--generate-only", action="store_true", help="only the generate() table (no torchfsm/exponax)")
+    parser.add_argument("--ref", default="main", help="the commit whose generate() the table compares with")
     args = parser.parse_args(argv)
     shapes = (64,) if args.quick else (64, 128)
     repeats = 2 if args.quick else 5
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; batch {BATCH}, {STEPS} ETDRK4 steps per trajectory, float32")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    rows = bench_generate(args.ref, 3 if args.quick else 5)
+    print(f"\ngenerate(): 64x64, 17 frames, batches of 8, float32; this checkout ('after') against {args.ref} ('before'), "
+          "best of interleaved repeats")
+    print(f"{'system':<22}{'before':>10}{'after':>10}{'after/before':>14}{'steps before':>14}{'steps after':>13}")
+    print(f"{'':<22}{'traj/s':>10}{'traj/s':>10}{'':>14}{'per traj.':>14}{'per traj.':>13}")
+    for name, before, after, s_before, s_after in rows:
+        print(f"{name:<22}{before:10.2f}{after:10.2f}{after / before:13.2f}x{s_before if s_before is not None else '?':>14}{s_after:>13}")
+    mixed = lambda col: len(rows) / sum(1 / r[col] for r in rows)  # equal shares of trajectories
+    print(f"{'mixed (equal shares)':<22}{mixed(1):10.2f}{mixed(2):10.2f}{mixed(2) / mixed(1):13.2f}x")
+    if args.generate_only:
+        return 0
+    print(f"\nsolvers: batch {BATCH}, {STEPS} ETDRK4 steps per trajectory, float32")
     rows = bench_solvers(shapes, repeats)
     print(f"\n{'case':<16}{'physfm':>10}{'torchfsm':>10}{'exponax':>10}{'vs torchfsm':>13}{'vs exponax':>12}   targets >= 1.0x, >= 0.67x")
     print(f"{'':<16}{'traj/s':>10}{'traj/s':>10}{'traj/s':>10}")
