@@ -46,10 +46,10 @@ matrix that are needed, one axis at a time: a pruned DFT of ``m N`` multiply-add
 ``N`` points, run by the matrix multiply, with nothing of full size formed in Fourier space.
 The contraction is one batched complex matrix product with the kept modes as the batch. All of
 these are linear maps whose adjoints (conjugate transposed matrices) are their backward, which
-is therefore just as pruned. At 16 modes this is 2-6x faster than neuraloperator's FFTs forward
-and backward on 64^2-128^2 and 32^3 grids (``benchmarks/bench_fno.py``); the cost per line grows
-as ``m N`` instead of ``N log N``, which still wins at the largest ``n_modes`` on 32^2-64^2 grids
-because the contraction dominates there.
+is therefore just as pruned. Forward and backward, this is 2.4-7x faster than neuraloperator's
+FFTs at 16 modes on 64^2-128^2 grids and at 8 modes on 32^3 (``benchmarks/bench_fno.py``). The
+cost per line grows as ``m N`` instead of ``N log N``; at the largest ``n_modes`` of a 64^2 grid
+the contraction dominates and the layer is still faster (the benchmark's last row).
 
 :class:`FNODecoder` decodes tokeniser latents ``(n, c, [t,] *latent_space)`` into fields
 ``(n, fields, [t,] *out_space)`` at any output resolution: a 1x1 lift, a spectral convolution
