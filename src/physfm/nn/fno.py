@@ -11,7 +11,13 @@ grid,
 one complex matrix per kept wavenumber ``k``. Because the weights live on wavenumbers, not on
 grid points, the same layer applies to any resolution. With the transforms normalised as
 ``rfftn(norm="forward")``, the Fourier coefficients of a band-limited field do not depend on the
-grid it is sampled on, so neither does the layer's output (discretisation invariance).
+grid it is sampled on, so neither does the layer's output (discretisation invariance). One
+exception is inherent in the mode layout: at an even ``m`` the edge frequency ``m/2`` is, on a grid
+of ``m`` points, the Nyquist frequency (one coefficient for both signs), and on finer grids two
+frequencies, of which the layout keeps ``-m/2`` alone on every axis but the last; a field with
+content at ``m/2`` therefore gives a different output on the two grids. Fields band-limited below
+``m/2``, or odd ``n_modes``, are unaffected (``tests/test_fno.py`` checks invariance at
+:func:`max_modes` for such fields on grids of ``N/2`` to ``2N`` and odd sizes).
 
 **Modes**, as neuraloperator counts them: ``n_modes[i]`` is the number of frequencies kept along
 axis ``i`` counting both signs, ``-(m//2) ... m//2 + m%2 - 1``; along the last axis, where the real
