@@ -22,3 +22,11 @@ def test_at_another_profile_the_page_says_they_were_not_checked(capsys):
 
 def test_glue_returns_the_value():
     assert book.glue("x", 1.5) == 1.5
+
+
+def test_statements_that_a_run_cannot_evaluate(capsys):
+    missing = {}.__getitem__
+    assert book.statements({"about a system this run lacks": lambda: missing("navier_stokes")}, profile="smoke") is False
+    assert "n/a" in capsys.readouterr().out
+    with pytest.raises(KeyError):
+        book.statements({"about a system this run lacks": lambda: missing("navier_stokes")}, profile="cpu")
