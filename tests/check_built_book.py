@@ -54,9 +54,7 @@ CAPTIONS_PENDING: list[str] = [
     "book/scan",
     "book/fno",
     "book/pretraining",
-    "book/finetuning",
     "book/generating",
-    "book/pdefm",
 ]
 
 # Problems the check finds in chapters today, each waiting for an edit of its notebook: shown as
