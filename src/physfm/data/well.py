@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,7 @@ class Field:
     time_varying: bool
     dim_varying: tuple[bool, ...]
     channels: tuple[str, ...]
+    dtype: np.dtype
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ class WellFile:
                 check(ds, leading(sample, varying_time) + [a for a, v in zip(spatial, dv) if v] + ["component"] * order)
                 combos = itertools.product(spatial, repeat=order)  # row-major, as WellDataset names them
                 channels = tuple(f"{fname}_{''.join(c)}" if c else fname for c in combos)
-                fields.append(Field(fname, order, sample, varying_time, dv, channels))
+                fields.append(Field(fname, order, sample, varying_time, dv, channels, ds.dtype))
         if not any(fd.time_varying for fd in fields):
             raise WellFormatError(f"{path}: no field is time varying (expected at least one in t0/t1/t2_fields)")
 
@@ -371,13 +373,6 @@ class WellWindows(torch.utils.data.Dataset):
             out[fd.name] = (pair[0], torch.clip(pair[1], min=MIN_DENOMINATOR))
         return out
 
-    def _normalise(self, x: torch.Tensor, fd: Field) -> torch.Tensor:
-        if not self._scale:
-            return x
-        shift, scale = self._scale[fd.name]
-        view = (-1,) + (1,) * (x.ndim - 1)
-        return (x if shift is None else x - shift.view(view)) / scale.view(view)
-
     # -- reading ---------------------------------------------------------------------------
 
     def _file(self, k: int) -> h5py.File:
@@ -415,8 +410,9 @@ class WellWindows(torch.utils.data.Dataset):
             raise WellFormatError(f"{self.files[k].path}: HDF5 could not read {ds.name} at trajectory {trajectory}, frames "
                                   f"{frames.start}:{frames.stop}:{frames.step} ({e}); the file is corrupt or truncated") from e
 
-    def _read(self, k: int, fd: Field, trajectory: int, t0: int) -> torch.Tensor:
-        """One field's channels ``(component, [time], *space)``, broadcast over axes it does not vary on."""
+    def _read(self, k: int, fd: Field, trajectory: int, t0: int, out: np.ndarray) -> None:
+        """One field's channels into ``out`` ``(component, [time], *space)``, broadcast over the
+        axes the field does not vary on."""
         f, wf = self._file(k), self.files[k]
         ds = f[f"t{fd.order}_fields/{fd.name}"]
         frames = self._frames(t0)
@@ -426,24 +422,39 @@ class WellWindows(torch.utils.data.Dataset):
         for axis, varying in enumerate(fd.dim_varying):
             if not varying:
                 a = np.expand_dims(a, lead + axis)
-        a = np.broadcast_to(a, a.shape[:lead] + wf.shape + a.shape[-1:])
-        a = rearrange(a, "... c -> c ...")
-        x = torch.from_numpy(a if a.flags.c_contiguous and a.flags.writeable else np.array(a))
-        if not torch.isfinite(x).all():
+        out[...] = rearrange(a, "... c -> c ...")  # broadcasts the axes of size 1
+        if not math.isfinite(out.sum(dtype=np.float64)):  # NaN and inf propagate; finite float32 cannot overflow it
             raise WellFormatError(f"{wf.path}: {ds.name} holds non-finite values at trajectory {trajectory}, frames "
                                   f"{frames.start}:{frames.stop}:{frames.step}; the file is corrupt")
-        return self._normalise(x, fd)
+
+    def _gather(self, index: int, fields: list[Field]) -> torch.Tensor:
+        k, trajectory, t0 = self.locate(index)
+        time = (self.n_frames,) * fields[0].time_varying
+        out = np.empty((sum(len(fd.channels) for fd in fields), *time, *self.shape), np.result_type(*(fd.dtype for fd in fields)))
+        c = 0
+        for fd in fields:
+            self._read(k, fd, trajectory, t0, out[c : c + len(fd.channels)])
+            c += len(fd.channels)
+        x = torch.from_numpy(out)
+        if self._scale:
+            c = 0
+            for fd in fields:  # in place: the same float operations as The Well's (x - mean) / std
+                shift, scale = self._scale[fd.name]
+                view = (-1,) + (1,) * (x.ndim - 1)
+                part = x[c : c + len(fd.channels)]
+                if shift is not None:
+                    part.sub_(shift.view(view))
+                part.div_(scale.view(view))
+                c += len(fd.channels)
+        return x
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        k, trajectory, t0 = self.locate(index)
-        return torch.cat([self._read(k, fd, trajectory, t0) for fd in self._variable])
+        return self._gather(index, self._variable)
 
     def constants(self, index: int) -> torch.Tensor:
         """The fields that do not vary in time, for window ``index``: ``(constant_field, *space)``."""
-        k, trajectory, t0 = self.locate(index)
-        if not self._constant:
-            return torch.empty(0, *self.shape)
-        return torch.cat([self._read(k, fd, trajectory, t0) for fd in self._constant])
+        self.locate(index)
+        return self._gather(index, self._constant) if self._constant else torch.empty(0, *self.shape)
 
     def scalars(self, index: int) -> dict[str, torch.Tensor]:
         """The scalars of window ``index``'s trajectory: constants as 0-d tensors, time-varying ones
