@@ -5,7 +5,9 @@ Every data set here is written by the tests into ``tmp_path``; nothing is downlo
 
 from __future__ import annotations
 
+import runpy
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -226,27 +228,51 @@ def test_dataloader_workers_read_the_same_windows(datasets):
 
 
 def test_subsample_keeps_strided_values_and_recomputes_stats(datasets, tmp_path):
-    path, t = datasets["burgers2d"]
-    mini = well.subsample(path, tmp_path / "mini", trajectories=3, space_stride=3, time_stride=2)
+    path, t = datasets["burgers2d"]  # train: trajectories 0, 1 in one file, 2, 3 in the other
+    mini = well.subsample(path, tmp_path / "mini", per_file=1, space_stride=3, time_stride=2)
     ours = well.WellWindows(mini, "train", n_steps_input=3, n_steps_output=1)
-    assert ours.shape == (6, 6) and len(ours) == 3  # 16 -> 6 points, 8 -> 4 frames, 3 trajectories over 2 files
+    assert ours.shape == (6, 6) and len(ours) == 2  # 16 -> 6 points, 8 -> 4 frames, one trajectory of each file
     strided = t.data[:, :, ::2, ::3, ::3]
-    for b in range(3):
-        assert torch.equal(ours[b], strided[b])
+    for i, b in enumerate([0, 2]):
+        assert torch.equal(ours[i], strided[b])
+        assert ours.scalars(i)["nu"].item() == t.coefficients["nu"][b].item()
     assert ours.boundary_conditions == {"x": ("periodic", "periodic"), "y": ("periodic", "periodic")}
-    assert yaml.safe_load((mini / "stats.yaml").read_text()) == well.compute_stats(mini / "data" / "train")
-    np.testing.assert_allclose(yaml.safe_load((mini / "stats.yaml").read_text())["std"]["velocity"],
-                               strided[:3].double().numpy().std(axis=(0, 2, 3, 4)), rtol=1e-10)
+    stats = yaml.safe_load((mini / "stats.yaml").read_text())
+    assert stats == well.compute_stats(mini / "data" / "train")
+    np.testing.assert_allclose(stats["std"]["velocity"], strided[[0, 2]].double().numpy().std(axis=(0, 2, 3, 4)), rtol=1e-10)
     assert len(well.WellWindows(mini, "valid")) == 3
     for split in ("train", "test"):
         kw = dict(n_steps_input=1, n_steps_output=1, normalization="zscore")
         _assert_same_windows(well.WellWindows(mini, split, **kw), _theirs(mini, split, **kw))
+    one = well.subsample(path, tmp_path / "one", per_file=2, max_files=1, splits=("train",))
+    assert len(well.WellWindows(one, "train", n_steps_input=7)) == 2 and not (one / "data" / "valid").exists()
+
+
+def test_subsample_reads_the_wells_dummy_files(tmp_path):
+    """Constant fields, constant and time-varying scalars, masks without boundary points."""
+    np.random.seed(1)
+    (tmp_path / "src" / "data" / "train").mkdir(parents=True)
+    write_dummy_data(str(tmp_path / "src" / "data" / "train" / "dummy.hdf5"))
+    mini = well.subsample(tmp_path / "src", tmp_path / "mini", per_file=1, space_stride=2, time_stride=3, splits=("train",))
+    ours = well.WellWindows(mini, "train", n_steps_input=2, n_steps_output=1)
+    with h5py.File(tmp_path / "src" / "data" / "train" / "dummy.hdf5") as f:
+        field = f["t1_fields/field"][0, ::3, ::2, ::2]
+        constant = f["t0_fields/constant_field"][0, ::2, ::2]
+        varying = f["scalars/time_varying_scalar"][::3]
+    assert torch.equal(ours[1], torch.from_numpy(rearrange(field[1:4], "t x y c -> c t x y")))
+    assert torch.equal(ours.constants(0)[0], torch.from_numpy(constant))
+    assert torch.equal(ours.scalars(1)["time_varying_scalar"], torch.from_numpy(varying[1:4]))
+    _assert_same_windows(ours, _theirs(mini, "train", n_steps_input=2, n_steps_output=1))
 
 
 def test_subsample_bad_input(datasets, tmp_path):
     path, _ = datasets["burgers2d"]
     with pytest.raises(ValueError, match="space_stride"):
         well.subsample(path, tmp_path / "m", space_stride=0)
+    with pytest.raises(ValueError, match="max_files"):
+        well.subsample(path, tmp_path / "m", max_files=0)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        well.subsample(path.parent / "nowhere", tmp_path / "m")
     with pytest.raises(ValueError, match="train"):
         well.subsample(path, tmp_path / "m", splits=("valid",))
     well.subsample(path, tmp_path / "m")
@@ -350,6 +376,7 @@ def test_edited_metadata_breaks_the_digest(copy):
 @pytest.mark.parametrize("key, field, value, message", [
     ("mean", "velocity", None, r"no 'mean' for field 'velocity'"),
     ("std", "velocity", 1.0, r"'std' of field 'velocity' has shape \(\), expected \(2,\)"),
+    ("std", "velocity", [float("nan"), 1.0], r"'std' of field 'velocity' is not finite"),
 ])
 def test_stats_errors(copy, key, field, value, message):
     path, _ = copy
@@ -419,3 +446,15 @@ def test_flipped_bytes_never_yield_wrong_windows(copy):
         same += 1
     assert set(in_data) <= set(failed)
     assert len(failed) > len(positions) // 2 and same > 0
+
+
+def test_recipes_write_and_shrink_a_data_set(tmp_path, capsys):
+    """data_recipes/the_well: the synthetic writer and the mini-data-set maker, end to end."""
+    recipes = Path(__file__).resolve().parents[1] / "data_recipes" / "the_well"
+    write = runpy.run_path(str(recipes / "write_synthetic.py"))["main"]
+    shrink = runpy.run_path(str(recipes / "make_mini.py"))["main"]
+    assert write([str(tmp_path / "full"), "--trajectories", "3", "--shape", "16", "16", "--frames", "5"]) == 0
+    assert shrink([str(tmp_path / "full"), str(tmp_path / "mini"), "--space-stride", "2", "--time-stride", "2"]) == 0
+    mini = well.WellWindows(tmp_path / "mini", "train")
+    assert mini.shape == (8, 8) and mini.field_names == ("velocity_x", "velocity_y") and len(mini) == 2
+    assert "train: 1 trajectories of 3 frames" in capsys.readouterr().out

@@ -45,11 +45,12 @@ strides, the same layout, statistics recomputed.
 
 Integrity: every error names the file, the HDF5 object and what was expected
 (:class:`WellFormatError`). A truncated file fails when opened (HDF5 checks the end of file
-against its superblock). Files written here are checksummed throughout (HDF5's latest format
-checksums its metadata, and every data chunk carries a Fletcher-32 checksum), so a flipped byte
-raises instead of yielding a wrong window. The Well's own files carry no data checksums; for
-them the reader still rejects non-finite windows, but no reader can see a flipped bit that
-leaves a finite number.
+against its superblock). Files written here are checksummed throughout: HDF5's latest format
+checksums its object headers, every data chunk carries a Fletcher-32 checksum, and a SHA-256
+digest of all names and attributes (root attribute ``physfm_metadata_sha256``) covers the
+variable-length strings HDF5 leaves unchecked; so a flipped byte raises instead of yielding a
+wrong window. The Well's own files carry no checksums; for them the reader still rejects
+non-finite values, but no reader can see a flipped bit that leaves a finite number.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ class WellFormatError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # One file's layout, checked
 # ---------------------------------------------------------------------------------------------
+
+
+def _hdf5_files(folder: Path) -> list[Path]:
+    """``*.h5`` and ``*.hdf5`` in ``folder``, sorted, as ``WellDataset`` lists them."""
+    return sorted([*folder.glob("*.h5"), *folder.glob("*.hdf5")], key=str)
 
 
 def _names(value) -> list[str]:
@@ -302,12 +308,11 @@ class WellWindows(torch.utils.data.Dataset):
         if normalization is not None and normalization not in NORMALISATIONS:
             raise ValueError(f"WellWindows: normalization must be None or one of {sorted(NORMALISATIONS)}, got {normalization!r}")
         for arg, v, low in (("n_steps_input", n_steps_input, 1), ("n_steps_output", n_steps_output, 0), ("time_stride", time_stride, 1)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
                 raise ValueError(f"WellWindows: {arg} must be an integer >= {low}, got {v!r}")
         self.root, self.split = Path(path), split
         folder = self.root / "data" / split
-        paths = sorted(folder.glob("*.h5")) + sorted(folder.glob("*.hdf5"))
-        paths = sorted(paths, key=str)
+        paths = _hdf5_files(folder)
         if not paths:
             raise FileNotFoundError(f"WellWindows: no *.hdf5 or *.h5 files in {folder} (expected <dataset>/data/{split}/*.hdf5)")
         self.files = [WellFile.read(p) for p in paths]
@@ -317,7 +322,7 @@ class WellWindows(torch.utils.data.Dataset):
                 if getattr(wf, what) != getattr(first, what):
                     raise WellFormatError(f"{wf.path}: its {what} {getattr(wf, what)!r} differs from that of {first.path} "
                                           f"({getattr(first, what)!r}); a split must hold one data set")
-        self.n_steps_input, self.n_steps_output, self.time_stride = n_steps_input, n_steps_output, time_stride
+        self.n_steps_input, self.n_steps_output, self.time_stride = int(n_steps_input), int(n_steps_output), int(time_stride)
         self.n_frames = n_steps_input + n_steps_output
         span = 1 + time_stride * (self.n_frames - 1)
         per_trajectory = []
@@ -366,6 +371,8 @@ class WellWindows(torch.utils.data.Dataset):
                                           f"for normalization={kind!r})") from None
                 except ValueError as e:
                     raise WellFormatError(f"{path}: {key!r} of field {fd.name!r} is not numeric ({e})") from e
+                if not torch.isfinite(value).all():
+                    raise WellFormatError(f"{path}: {key!r} of field {fd.name!r} is not finite ({value.tolist()})")
                 if tuple(value.shape) != (d,) * fd.order:
                     raise WellFormatError(f"{path}: {key!r} of field {fd.name!r} has shape {tuple(value.shape)}, expected "
                                           f"{(d,) * fd.order} (a rank-{fd.order} field in {d} dimensions)")
@@ -515,7 +522,7 @@ def compute_stats(folder: str | os.PathLike) -> dict[str, dict[str, float | list
     values. In float64, one trajectory in memory at a time.
     """
     folder = Path(folder)
-    paths = sorted(list(folder.glob("*.h5")) + list(folder.glob("*.hdf5")), key=str)
+    paths = _hdf5_files(folder)
     if not paths:
         raise FileNotFoundError(f"compute_stats: no *.hdf5 or *.h5 files in {folder}")
     parts: dict[str, dict[str, list]] = {"": {}, "_delta": {}}  # field -> [(count, mean, second moment)]
@@ -642,8 +649,8 @@ def write_well(
 
     Args:
         data: one :class:`~physfm.data.pde.Trajectories`, cut into train/valid/test by the
-            fractions ``splits`` (in batch order), or a mapping ``split -> Trajectories``
-            that includes ``"train"``.
+            fractions ``splits`` (in batch order; valid and test get at least one trajectory
+            each), or a mapping ``split -> Trajectories`` that includes ``"train"``.
         name: the files' ``dataset_name`` (default: the folder's name).
         vectors: vector field name -> its component fields in axis order (x, y, z), stored in
             ``t1_fields``; default ``{"velocity": ("u", "v"[, "w"])}`` for Burgers, none otherwise.
@@ -659,7 +666,7 @@ def write_well(
         if len(splits) != 3 or any(not 0 <= s for s in splits) or not np.isclose(sum(splits), 1.0):
             raise ValueError(f"write_well: splits must be three fractions (train, valid, test) adding up to 1, got {splits!r}")
         b = data.data.shape[0]
-        n_valid, n_test = round(b * splits[1]), round(b * splits[2])
+        n_valid, n_test = (max(1, round(b * f)) if f > 0 else 0 for f in splits[1:])
         counts = (b - n_valid - n_test, n_valid, n_test)
         if min(counts) < 1:
             raise ValueError(f"write_well: splits={tuple(splits)} of {b} trajectories gives {dict(zip(SPLITS, counts))}; "
@@ -700,7 +707,7 @@ def write_well(
 
     root = Path(path)
     name = name or root.name
-    existing = [p for s in SPLITS for p in (root / "data" / s).glob("*.h*5")] + [p for p in [root / "stats.yaml"] if p.exists()]
+    existing = [p for s in SPLITS for p in _hdf5_files(root / "data" / s)] + [p for p in [root / "stats.yaml"] if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"write_well: {root} already holds a data set ({existing[0]}, ...); pass overwrite=True to replace it")
     for p in existing:
@@ -728,14 +735,17 @@ def subsample(
     source: str | os.PathLike,
     target: str | os.PathLike,
     *,
-    trajectories: int = 2,
+    per_file: int = 1,
+    max_files: int | None = None,
     space_stride: int = 1,
     time_stride: int = 1,
     splits: Sequence[str] = SPLITS,
     overwrite: bool = False,
 ) -> Path:
-    """Copy a data set in The Well's layout keeping the first ``trajectories`` trajectories of
-    each split, every ``space_stride``-th grid point and every ``time_stride``-th frame.
+    """Copy a data set in The Well's layout keeping the first ``per_file`` trajectories of each
+    file (of the first ``max_files`` files of each split, default all: The Well keeps one file
+    per parameter value, so this keeps every value), every ``space_stride``-th grid point and
+    every ``time_stride``-th frame.
 
     The values kept are the original ones (plain strides, no filtering: fine modes alias; The
     Well's ``miniwell`` smooths before striding instead). Boundary masks keep a boundary point
@@ -746,7 +756,8 @@ def subsample(
         ValueError: bad strides or counts; :class:`WellFormatError`: a source file not in the
             layout, or holding groups this function does not know how to subsample.
     """
-    for arg, v in (("trajectories", trajectories), ("space_stride", space_stride), ("time_stride", time_stride)):
+    for arg, v in (("per_file", per_file), ("space_stride", space_stride), ("time_stride", time_stride),
+                   ("max_files", 1 if max_files is None else max_files)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"subsample: {arg} must be an integer >= 1, got {v!r}")
     if "train" not in splits or not set(splits) <= set(SPLITS):
@@ -757,19 +768,16 @@ def subsample(
     if (target / "data").exists() and not overwrite:
         raise FileExistsError(f"subsample: {target} already holds a data set; pass overwrite=True to replace it")
     for s in splits:
-        for p in (target / "data" / s).glob("*.h*5"):
-            p.unlink()
         folder = source / "data" / s
-        left = trajectories
-        for p in sorted(list(folder.glob("*.h5")) + list(folder.glob("*.hdf5")), key=str):
-            if left == 0:
-                break
-            wf = WellFile.read(p)
-            n = min(left, wf.n_trajectories)
-            atomic_write(target / "data" / s / p.name, lambda tmp: _subsample_file(p, tmp, wf, n, space_stride, time_stride))
-            left -= n
-        if left == trajectories:
+        paths = _hdf5_files(folder)[:max_files]
+        if not paths:
             raise FileNotFoundError(f"subsample: no *.hdf5 or *.h5 files in {folder}")
+        for p in _hdf5_files(target / "data" / s):
+            p.unlink()
+        for p in paths:
+            wf = WellFile.read(p)
+            n = min(per_file, wf.n_trajectories)
+            atomic_write(target / "data" / s / p.name, lambda tmp: _subsample_file(p, tmp, wf, n, space_stride, time_stride))
     _write_stats(target)
     return target
 
