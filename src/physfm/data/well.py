@@ -658,7 +658,8 @@ def write_well(
         per_file: trajectories per file (default: one file per split).
         overwrite: replace the ``*.hdf5`` files and ``stats.yaml`` of an existing data set.
 
-    Every file is written atomically and checksummed; ``stats.yaml`` is computed from the
+    Fields are stored in float32, as The Well's are. Every file is written atomically and
+    checksummed; ``stats.yaml`` is computed from the
     training files only (:func:`compute_stats`). Boundaries are periodic on every axis; the
     coefficients are per-trajectory scalars (``scalars/<name>``, shape ``(B,)``). Returns ``path``.
     """
