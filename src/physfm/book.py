@@ -10,14 +10,23 @@ scratch"). Two rules keep them true:
   sentence says it: at the profile the text was written for, a false statement stops the
   build; at any other profile the page says that the statements were not checked, instead of
   claiming that they hold.
+
+And a built page never shows outputs of stale code: Jupyter Book's execution cache is keyed by
+the notebooks' code cells only, so :func:`invalidate_stale_cache` (``python -m physfm.book
+invalidate <build folder>``, run by ``make book`` and ``make test``) empties it whenever the
+library's source or the pinned requirements changed since the last build.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["glue", "statements", "StatementError"]
+__all__ = ["glue", "statements", "StatementError", "library_digest", "invalidate_stale_cache"]
 
 #: the profile the chapters' text is written for (the rendered book's)
 WRITTEN_FOR = "cpu"
@@ -78,3 +87,37 @@ def statements(checks: Mapping[str, bool | Callable[[], bool]], *, profile: str,
         raise StatementError(f"the text is not true of this run: {failed}")
     print(f"All {len(results)} statements hold for this run.")
     return True
+
+
+def library_digest(root: str | Path | None = None) -> str:
+    """Hash of everything a chapter's outputs depend on besides its own cells: the library's
+    source (``src/physfm/**/*.py``) and the pinned requirements."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    files = sorted((root / "src" / "physfm").rglob("*.py")) + [root / "requirements.txt"]
+    for f in files:
+        if f.exists():
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def invalidate_stale_cache(build: str | Path, root: str | Path | None = None) -> bool:
+    """Empty the execution cache ``<build>/.jupyter_cache`` when :func:`library_digest` differs
+    from the one recorded at the last call (``<build>/.library-digest``), and record the current
+    one. Returns True when the cache was emptied."""
+    build = Path(build)
+    digest, stamp, cache = library_digest(root), build / ".library-digest", build / ".jupyter_cache"
+    stale = not stamp.exists() or stamp.read_text().strip() != digest
+    if stale and cache.exists():
+        shutil.rmtree(cache)
+    build.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
+    return stale and not (cache.exists())
+
+
+if __name__ == "__main__":  # pragma: no cover - called by the Makefile
+    if len(sys.argv) != 3 or sys.argv[1] != "invalidate":
+        raise SystemExit("usage: python -m physfm.book invalidate <build folder>")
+    if invalidate_stale_cache(sys.argv[2]):
+        print(f"physfm: the library or the requirements changed since the last build: every chapter in {sys.argv[2]} runs again")
