@@ -43,7 +43,10 @@ $(VENV)/.test-installed: $(VENV)/.student-installed requirements-test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt -c $(CONSTRAINTS)
 	@touch $@
 
+# Jupyter Book's execution cache is keyed by the notebooks' cells only: it is emptied whenever the
+# library or the requirements changed since the last build, so a page never shows stale outputs
 book: env
+	$(BIN)/python -m physfm.book invalidate _build
 	$(BIN)/jupyter-book build --all .
 	$(BIN)/python tests/check_built_book.py --browser-if-found _build/html
 	@echo
@@ -65,6 +68,7 @@ notebooks: test-env
 # cache so smoke outputs never mix with the cpu build of `make book`; then every page in
 # headless Chromium: formulas typeset, no MathJax or console error, images load, captions
 book-check: env
+	$(BIN)/python -m physfm.book invalidate _build/smoke/_build
 	PHYSFM_PROFILE=smoke $(BIN)/jupyter-book build --all -W -n --keep-going --path-output _build/smoke .
 	$(BIN)/python tests/check_built_book.py _build/smoke/_build/html
 

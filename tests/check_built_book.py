@@ -51,14 +51,10 @@ DRAWS = re.compile(r"plt\.show\(\)|plt\.subplots|viz\.(show_fields|spectra|volum
 # page from this list once its figures are captioned; an empty list checks captions everywhere.
 CAPTIONS_PENDING: list[str] = [
     "book/data",
-    "book/tokeniser",
-    "book/compression",
     "book/scan",
     "book/fno",
     "book/pretraining",
-    "book/finetuning",
     "book/generating",
-    "book/pdefm",
 ]
 
 # Problems the check finds in chapters today, each waiting for an edit of its notebook: shown as

@@ -28,7 +28,26 @@ def test_device_can_be_forced(monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_device_is_an_error():
     with pytest.raises(ValueError, match="not available"):
-        physfm.device("cuda", verbose=False)
+        physfm.device(prefer="cuda", verbose=False)
+
+
+def test_the_cpu_profiles_run_on_the_cpu_even_with_an_accelerator(monkeypatch, capsys):
+    monkeypatch.delenv("PHYSFM_DEVICE", raising=False)
+    monkeypatch.setattr(physfm.runtime, "_available", lambda kind: True)  # a machine with CUDA and MPS
+    for profile in ("smoke", "cpu"):
+        assert physfm.device(profile) == torch.device("cpu")
+    assert "numbers are the CPU's" in capsys.readouterr().out
+    assert physfm.device("gpu", verbose=False) == torch.device("cuda")
+
+
+def test_an_accelerator_profile_refuses_a_machine_without_one(monkeypatch):
+    monkeypatch.delenv("PHYSFM_DEVICE", raising=False)
+    monkeypatch.setattr(physfm.runtime, "_available", lambda kind: kind == "cpu")
+    for profile in ("gpu", "paper"):
+        with pytest.raises(RuntimeError, match=f"the '{profile}' profile is sized for a GPU"):
+            physfm.device(profile, verbose=False)
+    monkeypatch.setenv("PHYSFM_DEVICE", "cpu")  # forced: the reader means it
+    assert physfm.device("gpu", verbose=False) == torch.device("cpu")
 
 
 def test_seed_everything_repeats():

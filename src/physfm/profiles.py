@@ -93,7 +93,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # trajectories: distinct target trajectories for dynamics (0: the unlimited stream);
         # val_windows/context/rollout_steps/val_rollouts: held-out data; arms and seeds of the base
         # point; map: axis -> points (overrides of the base), each run for map_arms x map_seeds;
-        # workers: one-thread processes the runs are shared out to on a CPU.
+        # focus: a point that moves several axes at once, run for focus_arms x seeds; workers: one-thread processes the runs are shared out to on a CPU.
         "smoke": {
             "target": "navier_stokes",
             "systems": {"navier_stokes": {"ranges": {"nu": (0.005, 0.02)}, "interval": 0.25}, "diffusion": {}, "burgers": {}},
@@ -103,8 +103,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "seeds": (0, 1), "pretrain_seed": 0, "context": 4, "rollout_steps": 4, "val_rollouts": 2, "trajectories": 0,
             "arms": ("scratch", "scratch_slow", "in_domain_finetuned", "in_domain_full_lr", "in_domain_frozen",
                      "cross_domain_finetuned", "cross_domain_frozen", "scratch_equal_compute"),
-            "map": {"compression": ({"latent": 1},), "data": ({"trajectories": 2},)},
-            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0,), "workers": 1,
+            "map": {"compression": ({"latent": 1},), "data": ({"trajectories": 2},)}, "focus": {"latent": 2},
+            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0,),
+            "focus_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned", "scratch_equal_compute"), "workers": 1,
         },
         "cpu": {
             "target": "navier_stokes",
@@ -121,7 +122,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     "capacity": ({"channels": (4, 16)}, {"channels": (16, 64)}),
                     "data": ({"trajectories": 4}, {"trajectories": 16}),
                     "pre-training": ({"pre_steps": 100}, {"pre_steps": 1000})},
-            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0, 1), "workers": 2,
+            "focus": {"latent": 2, "pre_steps": 1000},
+            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0, 1),
+            "focus_arms": ("scratch", "in_domain_finetuned", "in_domain_frozen", "cross_domain_finetuned", "scratch_equal_compute"),
+            "workers": 2,
         },
         "gpu": {
             "target": "navier_stokes",
@@ -138,7 +142,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     "capacity": ({"channels": (16, 64)}, {"channels": (64, 256)}),
                     "data": ({"trajectories": 16}, {"trajectories": 128}),
                     "pre-training": ({"pre_steps": 2500}, {"pre_steps": 21000})},
-            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0, 1, 2), "workers": 1,
+            "focus": {"latent": 2, "pre_steps": 21000},
+            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0, 1, 2),
+            "focus_arms": ("scratch", "in_domain_finetuned", "in_domain_frozen", "cross_domain_finetuned", "scratch_equal_compute"),
+            "workers": 1,
         },
     },
     "finetuning": {

@@ -33,17 +33,32 @@ __all__ = ["device", "describe_device", "seed_everything", "seed_for", "map_jobs
 _CHOICES = ("cuda", "mps", "cpu")
 
 
-def device(prefer: str | None = None, *, verbose: bool = True) -> torch.device:
-    """The device chapters run on: CUDA if present, then MPS, then the CPU.
+#: profiles whose numbers are the CPU's (the rendered book, the tests): they run on the CPU even
+#: where a GPU is present, so that a build on a GPU machine never writes GPU numbers into them
+CPU_PROFILES = ("smoke", "cpu")
+#: profiles sized for an accelerator: on a machine without one they refuse to start
+ACCELERATOR_PROFILES = ("gpu", "paper")
+
+
+def device(profile: str | None = None, *, prefer: str | None = None, verbose: bool = True) -> torch.device:
+    """The device a chapter runs on, for its ``profile``.
+
+    - ``prefer`` (or the environment variable ``PHYSFM_DEVICE``) forces a device type
+      (``"cuda"``, ``"mps"`` or ``"cpu"``), whatever the profile;
+    - the ``smoke`` and ``cpu`` profiles run on the CPU, even where an accelerator is present:
+      their results are the CPU's (``results/<chapter>/cpu.nc``) and must stay comparable;
+    - the ``gpu`` and ``paper`` profiles take CUDA, then MPS; on a machine with neither they
+      stop with an error (they would take hours or days on a CPU) unless the device is forced;
+    - without a profile: CUDA if present, then MPS, then the CPU.
 
     Args:
-        prefer: force a device type (``"cuda"``, ``"mps"`` or ``"cpu"``). ``None`` reads the
-            environment variable ``PHYSFM_DEVICE`` and, if that is unset, picks the best one
-            available.
+        profile: the chapter's profile (``cfg.profile``), or ``None``.
+        prefer: force a device type.
         verbose: print one line saying which device was chosen and why.
 
     Raises:
         ValueError: ``prefer`` names an unknown device type or one that is not available.
+        RuntimeError: an accelerator profile on a machine without an accelerator.
     """
     source = "argument"
     if prefer is None and os.environ.get("PHYSFM_DEVICE"):
@@ -55,8 +70,14 @@ def device(prefer: str | None = None, *, verbose: bool = True) -> torch.device:
         if not _available(kind):
             raise ValueError(f"device: prefer={prefer!r} ({source}) is not available on this machine")
         chosen, why = torch.device(prefer), f"requested by {source}"
+    elif profile in CPU_PROFILES:
+        chosen, why = torch.device("cpu"), f"the {profile} profile's numbers are the CPU's"
     else:
         kind = next(k for k in _CHOICES if _available(k))
+        if kind == "cpu" and profile in ACCELERATOR_PROFILES:
+            raise RuntimeError(
+                f"device: the {profile!r} profile is sized for a GPU and this machine has none (no CUDA, no MPS); "
+                f"run the 'cpu' profile, or force the CPU with PHYSFM_DEVICE=cpu if you mean it")
         chosen = torch.device(kind)
         why = "no CUDA or MPS device found" if kind == "cpu" else "best device available"
     if verbose:
@@ -94,14 +115,23 @@ def is_main_process() -> bool:
     return not distributed() or torch.distributed.get_rank() == 0
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generator:
     """Seed Python, NumPy and torch, and return a fresh ``torch.Generator`` seeded with ``seed``.
 
     Library functions that draw random numbers take an explicit ``generator`` argument; the one
-    returned here is the natural thing to pass them.
+    returned here is the natural thing to pass them. On the CPU the same seed gives the same
+    numbers. On CUDA it does only with ``deterministic=True``, which also selects deterministic
+    kernels (``torch.use_deterministic_algorithms``, cuDNN without benchmarking, and the cuBLAS
+    workspace setting it needs); that is slower, so the GPU profiles leave it off and their
+    numbers vary a little from run to run.
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed_everything: seed must be a non-negative int, got {seed!r}")
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -39,7 +39,9 @@ spatial stride), its capacity relative to the processor (its widths), the downst
 target trajectories; 0 means the unlimited stream) and the pre-training budget. The fifth axis,
 the dynamics budget, is read off the learning curves at every evaluation. Pre-trained tokenisers
 are cached by recipe (:func:`physfm.training.pretrain_tokeniser`), so points that share a
-tokeniser train it once.
+tokeniser train it once. The **focus** point (``cfg["focus"]``) moves several axes at once, to
+where the map puts the effect, and runs ``focus_arms`` with every seed, so that its learning
+curves, rollouts and equal-compute view can be shown as the base point's are.
 
 Logged, as in the paper: validation next-frame VRMSE and the low/mid/high spectral NMSE every
 ``eval_every`` steps (learning curves), the VRMSE of every validation window (for the intervals),
@@ -73,8 +75,9 @@ from physfm.training import TrainConfig, pretrain_tokeniser, train
 from physfm.training.tokeniser import drop_attrs
 
 __all__ = [
-    "Arm", "ARMS", "PAPER_VRMSE", "regimes", "tokeniser_recipe", "pretrained_tokenisers", "build",
-    "equal_compute_steps", "run", "reductions", "curve_reductions", "map_table", "equal_compute",
+    "Arm", "ARMS", "PAPER_VRMSE", "regimes", "focus_regime", "tokeniser_recipe", "pretrained_tokenisers", "build",
+    "equal_compute_steps", "run", "reductions", "curve_reductions", "map_table", "equal_compute", "paper_ordering",
+    "best_point",
 ]
 
 
@@ -123,19 +126,30 @@ MAP_AXES = {"latent": "compression", "stride": "compression", "patch": "compress
 
 
 def regimes(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``name -> configuration`` of the base point (``"base"``) and of every map point: the base
-    configuration with the point's overrides (``cfg["map"]``: axis name -> list of overrides)."""
-    base = {k: v for k, v in cfg.items() if k != "map"}
+    """``name -> configuration`` of the base point (``"base"``), of every map point (the base
+    configuration with the point's overrides; ``cfg["map"]``: axis name -> list of overrides) and
+    of the focus point (``cfg["focus"]``, overrides of several axes at once; none if empty)."""
+    base = {k: v for k, v in cfg.items() if k not in ("map", "focus")}
     out = {"base": base}
+
+    def point(axis: str, overrides: Mapping[str, Any]) -> None:
+        unknown = set(overrides) - set(MAP_AXES)
+        if unknown:
+            raise ValueError(f"regimes: point {dict(overrides)} of {axis!r} changes {sorted(unknown)}; "
+                             f"a point may change {sorted(MAP_AXES)}")
+        out[f"{axis}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())] = {**base, **overrides, "axis": axis}
+
     for axis, points in dict(cfg.get("map") or {}).items():
         for overrides in points:
-            unknown = set(overrides) - set(MAP_AXES)
-            if unknown:
-                raise ValueError(f"regimes: map point {overrides} of axis {axis!r} changes {sorted(unknown)}; "
-                                 f"a point may change {sorted(MAP_AXES)}")
-            name = f"{axis}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
-            out[name] = {**base, **overrides, "axis": axis}
+            point(axis, overrides)
+    if cfg.get("focus"):
+        point("focus", cfg["focus"])
     return out
+
+
+def focus_regime(cfg: Mapping[str, Any]) -> str | None:
+    """The name of the focus point in :func:`regimes`, or ``None``."""
+    return next((r for r, c in regimes(cfg).items() if c.get("axis") == "focus"), None)
 
 
 def _fmt(v: Any) -> str:
@@ -310,7 +324,7 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     """
     start = time.perf_counter()
     arms = list(cfg["arms"] if arms is None else arms)
-    unknown = [a for a in arms + list(cfg["map_arms"]) if a not in ARMS]
+    unknown = [a for a in arms + list(cfg["map_arms"]) + list(cfg.get("focus_arms", ())) if a not in ARMS]
     if unknown:
         raise ValueError(f"run: unknown arms {unknown}; choose from {list(ARMS)}")
     workers = int(cfg.get("workers", 1) if workers is None else workers)
@@ -334,7 +348,11 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
 
     # 3. the dynamics runs: the longest first, so that the workers finish together
     jobs = [Job(a, s, regime="base") for s in cfg["seeds"] for a in arms]
-    jobs += [Job(a, s, regime=r) for r in points if r != "base" for s in cfg["map_seeds"] for a in cfg["map_arms"]]
+    for r, c in points.items():
+        if c.get("axis") == "focus":
+            jobs += [Job(a, s, regime=r) for s in cfg["seeds"] for a in cfg["focus_arms"]]
+        elif r != "base":
+            jobs += [Job(a, s, regime=r) for s in cfg["map_seeds"] for a in cfg["map_arms"]]
     jobs.sort(key=lambda j: (not ARMS[j.arm].equal_compute, j.regime != "base"))
     share = (points, shared_toks, data, device)
     if workers == 1:
@@ -455,3 +473,46 @@ def equal_compute(ds: xr.Dataset, arm: str = "in_domain_finetuned", *, regime: s
     step = _last_step(sub.vrmse.sel(arm=arm))
     long = _last_step(sub.vrmse.sel(arm="scratch_equal_compute"))
     return _reduction(ds, regime, arm, "scratch_equal_compute", step, long)
+
+
+def _scan(ds: xr.Dataset, arms: tuple[str, str, str] = ("in_domain_finetuned", "cross_domain_finetuned", "scratch")):
+    """Every (regime, evaluation after step 0) at which all of ``arms`` have every seed they ran:
+    the three paired intervals in vs scratch, cross vs scratch, in vs cross."""
+    inn, cross, base = arms
+    for r in ds.regime.values:
+        sub = ds.sel(regime=r)
+        seeds = sub.vrmse.sel(arm=base).dropna("seed", how="all").seed
+        if seeds.size == 0 or any(np.isnan(sub.vrmse.sel(arm=a, seed=seeds)).all() for a in (inn, cross)):
+            continue
+        for s in sub.eval_step.values[1:]:
+            v = sub.vrmse.sel(arm=list(arms), seed=seeds, eval_step=s)
+            if np.isnan(v).any():
+                continue
+            yield str(r), int(s), _reduction(ds, r, inn, base, int(s)), _reduction(ds, r, cross, base, int(s)), \
+                _reduction(ds, r, inn, cross, int(s))
+
+
+def paper_ordering(ds: xr.Dataset, *, threshold: float = 50.0) -> xr.Dataset:
+    """The points (regime, dynamics step) at which the paper's finding holds: in-domain below
+    cross-domain below scratch, each difference with a 95% interval above zero, and in-domain at
+    least ``threshold`` percent below scratch. Dims ``point``; the three reductions and their
+    lower bounds."""
+    rows = [(r, s, a, b, c) for r, s, a, b, c in _scan(ds)
+            if a.low > 0 and b.low > 0 and c.low > 0 and a.estimate >= threshold]
+    return xr.Dataset(
+        {"in_domain": ("point", [a.estimate for *_, a, _, _ in rows]), "in_domain_low": ("point", [a.low for *_, a, _, _ in rows]),
+         "cross_domain": ("point", [b.estimate for *_, b, _ in rows]), "cross_domain_low": ("point", [b.low for *_, b, _ in rows]),
+         "in_vs_cross": ("point", [c.estimate for *_, c in rows]), "in_vs_cross_low": ("point", [c.low for *_, c in rows])},
+        coords={"regime": ("point", [r for r, *_ in rows]), "step": ("point", [s for _, s, *_ in rows])})
+
+
+def best_point(ds: xr.Dataset) -> dict[str, Any]:
+    """The strongest in-domain reduction against scratch among the points where the paper's
+    ordering holds with intervals apart (in < cross < scratch), or, where it holds nowhere, the
+    strongest overall: ``regime``, ``step``, the three :class:`Interval`s and ``ordering`` (bool)."""
+    points = list(_scan(ds))
+    if not points:
+        raise ValueError("best_point: no regime has in-domain, cross-domain and scratch runs")
+    ordered = [p for p in points if p[2].low > 0 and p[3].low > 0 and p[4].low > 0]
+    r, s, a, b, c = max(ordered or points, key=lambda p: p[2].estimate)
+    return {"regime": r, "step": s, "in_domain": a, "cross_domain": b, "in_vs_cross": c, "ordering": bool(ordered)}
