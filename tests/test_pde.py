@@ -248,8 +248,8 @@ def test_patterns_that_die_out_are_dropped():
 
 def test_a_new_system_is_one_small_class_kdv_soliton():
     """Korteweg-de Vries, u_t + 6 u u_x + u_xxx = 0, added as a subclass (the chapter's exercise):
-    L = i k^3 (purely imaginary, dispersive), N = -3 d_x(u^2). A soliton
-    (c/2) sech^2(sqrt(c)/2 (x - c t)) moves unchanged at speed c."""
+    L = i k^3 (purely imaginary, dispersive), N = -3 d_x(u^2), and the rate of the step rule. A
+    soliton (c/2) sech^2(sqrt(c)/2 (x - c t)) moves unchanged at speed c."""
 
     class KdV(pde.System):
         name, dims, ranges = "kdv", (1,), {}
@@ -261,11 +261,18 @@ def test_a_new_system_is_one_small_class_kdv_soliton():
             u = grid.to_physical(u_hat)
             return -3 * grid.iks[0] * grid.to_spectral(u * u, dealiased=True)
 
+        def rate(self, u_hat, grid, c, stable):  # the step rule: advection at the speed 6 u
+            return pde.advective_rate(6 * grid.to_physical(u_hat)[None, :, 0], grid, stable)
+
     n, length, speed, t = 256, 50.0, 1.44, 2.0
     x = torch.arange(n, dtype=F64) * length / n
     soliton = lambda x0: 0.5 * speed / torch.cosh(0.5 * math.sqrt(speed) * (x - x0)) ** 2
     out = pde.simulate(KdV(), soliton(20.0)[None, None], {}, dt=2e-3, steps=1000, save_every=1000, length=length)
     torch.testing.assert_close(out[0, 0, -1], soliton(20.0 + speed * t), rtol=0, atol=1e-8)
+    # with the step rule (64 steps of 1/32 here, CFL number 1.44): within 2e-5 of the exact soliton
+    traj, info = pde.evolve(KdV(), soliton(20.0)[None, None], {}, frames=2, interval=t, warmup=0.0, length=length)
+    torch.testing.assert_close(traj[0, 0, -1], soliton(20.0 + speed * t), rtol=0, atol=2e-5)
+    assert info["substeps"] == [(t, 64)]
 
 
 # ---------------------------------------------------------------------------------------------
