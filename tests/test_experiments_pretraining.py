@@ -16,7 +16,8 @@ def small(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("PHYSFM_CACHE", str(tmp_path_factory.mktemp("cache")))
     cfg = dict(profiles.resolve("pretraining", "smoke"))
-    cfg.update(seeds=(0, 1), dyn_steps=3, pre_steps=2, eval_every=3, map={"compression": ({"latent": 1},)})
+    cfg.update(seeds=(0, 1), dyn_steps=3, pre_steps=2, eval_every=3, map={"compression": ({"latent": 1},)},
+               focus={"latent": 2})
     yield cfg
     mp.undo()
 
@@ -30,7 +31,8 @@ def runs(small):
 
 def test_every_arm_and_point_in_one_layout(small, runs):
     ds, _ = runs
-    assert list(ds.regime.values) == ["base", "compression: latent=1"]
+    assert list(ds.regime.values) == ["base", "compression: latent=1", "focus: latent=2"]
+    assert P.focus_regime(small) == "focus: latent=2"
     assert list(ds.arm.values)[0] == "scratch_equal_compute" and set(ds.arm.values) == set(small["arms"])
     assert ds.vrmse.dims == ("regime", "arm", "seed", "eval_step") and ds.vrmse_window.sizes["window"] == small["val_windows"]
     extra = P.equal_compute_steps(small)
@@ -89,6 +91,11 @@ def test_reductions_carry_intervals(small, runs):
     assert list(curve.eval_step.values) == [0, small["dyn_steps"]]
     table = P.map_table(ds)
     assert table.reduction.dims == ("regime", "arm") and not np.isnan(table.reduction).any()
+    best = P.best_point(ds)
+    assert best["regime"] in ds.regime.values and best["step"] > 0 and isinstance(best["ordering"], bool)
+    found = P.paper_ordering(ds, threshold=-1e9)  # every point with the ordering, whatever its size
+    assert set(found.data_vars) >= {"in_domain", "cross_domain", "in_vs_cross"}
+    assert all(found.in_domain_low > 0) and all(found.cross_domain_low > 0) and all(found.in_vs_cross_low > 0)
     iv = P.equal_compute(ds)
     assert iv.low <= iv.estimate <= iv.high
 

@@ -110,7 +110,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {
             "target": "navier_stokes",
             "systems": {"navier_stokes": {"ranges": {"nu": (0.005, 0.02)}, "interval": 0.5}, "diffusion": {},
-                        "advection_diffusion": {}, "burgers": {}, "kuramoto_sivashinsky": {}, "gray_scott": {}},
+                        "advection_diffusion": {}, "burgers": {}, "gray_scott": {},
+                        # on a 32^2 grid the default 12 pi box under-resolves Kuramoto-Sivashinsky
+                        "kuramoto_sivashinsky": {"length": 8 * 3.141592653589793}},
             "grid": 32, "frames": 17, "window": 5, "buffer": 32, "refresh": 0.0625, "channels": (8, 32), "latent": 8,
             "blocks": 1, "patch": 4, "stride": 4, "width": 64, "processor_blocks": 3, "pre_steps": 300, "pre_batch": 16,
             "dyn_steps": 300, "batch": 8, "lr": 2e-3, "warmup": 30, "finetune_lr_scale": 0.1, "eval_every": 25,

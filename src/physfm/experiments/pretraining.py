@@ -366,6 +366,7 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     pre_flops, dyn_flops = _flops(points["base"], fields)
     ds = harness.collect(results, baselines=data.baselines())
     names = list(points)
+    ds = ds.reindex(regime=names)
     longest = max((c for _, c in pre.values()), key=lambda c: len(c.eval_step)).eval_step.values
     pre_vrmse = np.full((len(names), len(domains), len(longest)), np.nan)
     pre_nmse = np.full(pre_vrmse.shape + (3,), np.nan)
