@@ -143,3 +143,66 @@ def test_a_job_file_from_other_inputs_is_run_again(tmp_path):
     assert ran == []  # same inputs: read back
     harness.run_jobs(counting, [Job("a", 0)], initargs=({"lr": 2.0},), folder=tmp_path, progress=False)
     assert ran == [Job("a", 0)]  # other inputs: run again
+
+
+def test_physfm_runs_gives_runs_without_a_folder_one(tmp_path, monkeypatch):
+    from physfm.experiments.harness import Job
+
+    def job(j):
+        return xr.Dataset({"x": ((), float(j.seed))})
+
+    monkeypatch.setenv("PHYSFM_RUNS", str(tmp_path))
+    harness.run_jobs(job, [Job("a", 0), Job("a", 1)], initargs=(3,), progress=False)
+    folder = tmp_path / f"{job.__module__.rsplit('.', 1)[-1]}-{harness.inputs_digest(job, (3,))}"
+    assert sorted(p.name for p in folder.iterdir()) == ["a-seed0.nc", "a-seed1.nc"]
+
+
+@pytest.mark.parametrize("every, last", [(0, 6), (4, 4)])
+def test_a_source_without_state_is_replayed_to_where_the_checkpoint_stopped(tmp_path, every, last):
+    """A plain generator (here the fine-tuning chapter's epoch batches) has no state to save: the
+    loop draws again the batches of the steps already done. Checkpoints follow the evaluations
+    (``checkpoint_every=0``) or their own period, and a resumed run adds no evaluation of its own."""
+    import torch
+
+    from physfm import training
+    from physfm.data import streams
+
+    data = torch.randn(3, 1, 6, 8, generator=torch.Generator().manual_seed(0))
+    cfg = training.TrainConfig(steps=8, lr=1e-2, eval_every=3, checkpoint_every=every, seed=1)
+
+    def setup():
+        torch.manual_seed(0)
+        return torch.nn.Conv1d(3, 1, 3, padding=1), streams.epoch_batches(data, 4, 8, 2, seed=7)
+
+    def loss(m, batch, rng):
+        x = batch.flatten(1, 2)
+        return (m(x[:, :3]) - x[:, 3:4]).square().mean()
+
+    def evaluate(m):
+        return {"vrmse": loss(m, data[:, :, :4], None)}
+
+    model, batches = setup()
+    full = training.train(model, loss, batches, cfg, evaluate=evaluate, progress=False)
+    reference = model.weight.detach().clone()
+
+    ck = tmp_path / "run.pt"
+    model, batches = setup()
+    calls = []
+
+    def interrupted(m, batch, rng):
+        calls.append(1)
+        if len(calls) == 8:  # killed in its eighth step, after the checkpoint of step `last`
+            raise KeyboardInterrupt
+        return loss(m, batch, rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(model, interrupted, batches, cfg, evaluate=evaluate, checkpoint=ck, progress=False)
+    assert torch.load(ck, weights_only=False)["step"] == last
+    model, batches = setup()
+    with torch.no_grad():
+        model.weight.zero_()  # everything must come from the checkpoint
+    resumed = training.train(model, loss, batches, cfg, evaluate=evaluate, checkpoint=ck, progress=False)
+    assert torch.equal(model.weight, reference)
+    assert resumed.loss.values.tolist() == full.loss.values.tolist()
+    assert resumed.eval_step.values.tolist() == full.eval_step.values.tolist() == [0, 3, 6, 8]
+    assert resumed.vrmse.values.tolist() == full.vrmse.values.tolist()

@@ -231,6 +231,9 @@ def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: i
       again (and said so). A job's dataset is the one read back from its file, whether it ran now
       or before, so a resumed run returns what an uninterrupted one does.
 
+    Without ``folder``, the environment variable ``PHYSFM_RUNS`` gives one:
+    ``$PHYSFM_RUNS/<module of fn>-<inputs digest>`` (so a notebook run by papermill resumes too).
+
     Under ``torchrun`` (:func:`physfm.runtime.distributed`) the jobs left to do are shared out,
     ``todo[rank::world]``: each rank runs its share one job at a time, each job inside
     :func:`physfm.runtime.alone` (its numbers do not depend on the rank that ran it), and every
@@ -240,8 +243,11 @@ def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: i
     if len(set(jobs)) != len(jobs):
         raise ValueError("run_jobs: a job is listed twice")
     done: dict[Job, xr.Dataset] = {}
+    digest = inputs_digest(fn, initargs) if folder is not None or os.environ.get("PHYSFM_RUNS") else ""
+    if folder is None and os.environ.get("PHYSFM_RUNS"):
+        module = str(getattr(fn, "__module__", "jobs")).rsplit(".", 1)[-1]
+        folder = Path(os.environ["PHYSFM_RUNS"]) / f"{module}-{digest}"
     folder = Path(folder) if folder is not None else None
-    digest = inputs_digest(fn, initargs) if folder is not None else ""
     if folder is not None:
         stale = []
         finished = broadcast_object([j for j in jobs if (folder / f"{j.key}.nc").exists()] if is_main_process() else None)

@@ -125,16 +125,19 @@ def _own(states: list[Any]) -> Any:
 
 
 def _global_rng() -> list[Any]:
+    """torch's global generators: the CPU's and, once CUDA is in use, this process's GPU's (only
+    its own: reading every GPU's would start a CUDA context on each from every rank)."""
     out = [torch.get_rng_state()]
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out.append(torch.cuda.get_rng_state_all())
+        out.append(torch.cuda.get_rng_state())
     return out
 
 
 def _set_global_rng(states: list[Any]) -> None:
     torch.set_rng_state(states[0])
-    if len(states) > 1:
-        torch.cuda.set_rng_state_all(states[1])
+    if len(states) > 1 and torch.cuda.is_available():
+        cuda = states[1]
+        torch.cuda.set_rng_state_all(cuda) if isinstance(cuda, (list, tuple)) else torch.cuda.set_rng_state(cuda)
 
 
 def _is_data_parallel(model: nn.Module) -> bool:
@@ -211,11 +214,7 @@ def train(
             raise TypeError(f"train: state entries need state_dict/load_state_dict, got {type(obj).__name__}")
 
     def random_states() -> dict[str, Any]:
-        out = {"rng": rng.get_state(), "torch_rng": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["cuda_rng"] = torch.cuda.get_rng_state_all()
-        out["state"] = [obj.state_dict() for obj in state]
-        return out
+        return {"rng": rng.get_state(), "global_rng": _global_rng(), "state": [obj.state_dict() for obj in state]}
 
     if path is not None and path.exists():
         ck = torch.load(path, map_location="cpu", weights_only=False)
@@ -228,9 +227,7 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         own = _own(ck["ranks"])
         rng.set_state(own["rng"])
-        torch.set_rng_state(own["torch_rng"])
-        if "cuda_rng" in own and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(own["cuda_rng"])
+        _set_global_rng(own["global_rng"] if "global_rng" in own else [own["torch_rng"], *([own["cuda_rng"]] if "cuda_rng" in own else [])])
         if len(own["state"]) != len(state):
             raise ValueError(f"train: the checkpoint holds {len(own['state'])} data states, this run passes {len(state)}")
         for obj, st in zip(state, own["state"]):
