@@ -65,6 +65,10 @@ def _kill_mid_way(cmd: list[str], runs: Path) -> tuple[list[str], list[str]]:
             if finished and started:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+                # what the folder holds now that the process is gone (a job may have ended meanwhile)
+                finished = sorted(p.name for p in runs.glob("*/*.nc"))
+                started = sorted(p.name for p in runs.glob("*/*.ckpt.pt"))
+                assert started, "killed just as the running job ended: no job was left mid-way"
                 return finished, started
             if proc.poll() is not None:
                 pytest.fail(f"the run ended (status {proc.returncode}) before it could be killed mid-way")
@@ -97,7 +101,7 @@ def test_a_run_killed_mid_way_and_run_again_equals_an_uninterrupted_run(tmp_path
     runs, resumed = tmp_path / "runs-b", tmp_path / "resumed.nc"
     finished, started = _kill_mid_way(_command(runs, resumed), runs)
     assert not resumed.exists()  # killed before the end
-    assert set(finished).isdisjoint(f.replace(".ckpt.pt", ".nc") for f in started)
+    assert set(finished).isdisjoint(f.rsplit(".", 3)[0] + ".nc" for f in started)  # <job>.<digest>.ckpt.pt
     out = _run(_command(runs, resumed))
     assert f"{len(finished)} of 3 jobs already done" in out
     steps = [int(s) for s in re.findall(r"resuming from \S+ at step (\d+) of 16", out)]

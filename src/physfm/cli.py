@@ -167,9 +167,8 @@ def _pretrain(args, dev) -> None:
     from physfm.training import RECIPE_KEYS, pretrain_tokeniser
 
     values = {**_read_yaml(args.params, "parameter file"), **_overrides(args.parameter)}
-    required = [k for k in RECIPE_KEYS]
     if "profile" not in values and all(k in values for k in ("systems", "steps", "batch")):  # a recipe file
-        missing = [k for k in required if k not in values]
+        missing = [k for k in RECIPE_KEYS if k not in values]
         if missing:
             raise UsageError(f"recipe file {args.params} lacks {missing}; a recipe has the keys {list(RECIPE_KEYS)}")
         jobs = [(args.name, values)]

@@ -221,14 +221,14 @@ def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: i
 
     With ``folder``, a run survives interruption:
 
-    - each job checkpoints its training to ``<folder>/<job.key>.ckpt.pt`` (``fn`` passes
+    - each job checkpoints its training to ``<folder>/<job.key>.<digest>.ckpt.pt`` (``fn`` passes
       :func:`checkpoint_path` to :func:`physfm.training.train`), deleted once the job is done;
     - each finished job's dataset is written to ``<folder>/<job.key>.nc`` as it completes
-      (atomically), stamped with :func:`inputs_digest` of ``fn``'s module, ``initargs`` and the
-      library's source;
+      (atomically), stamped with the digest, :func:`inputs_digest` of ``fn``'s module,
+      ``initargs`` and the library's source;
     - run again, the jobs whose file holds the same digest are read back instead of run, and an
-      interrupted job resumes from its checkpoint; files made from other inputs or code are run
-      again (and said so). A job's dataset is the one read back from its file, whether it ran now
+      interrupted job resumes from its checkpoint of the same digest; jobs saved or checkpointed
+      from other inputs or code are run again from the start (and said so). A job's dataset is the one read back from its file, whether it ran now
       or before, so a resumed run returns what an uninterrupted one does.
 
     Without ``folder``, the environment variable ``PHYSFM_RUNS`` gives one:
@@ -279,14 +279,17 @@ def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: i
 
 
 _DIGEST = "physfm_inputs"
-_FOLDER: list[Path | None] = [None]  # the folder of the job running in this process
+_RUNNING: list[tuple[Path, str] | None] = [None]  # (folder, inputs digest) of the jobs running in this process
 
 
 def checkpoint_path(job: Job) -> Path | None:
     """Where ``job`` checkpoints its training while :func:`run_jobs` runs it with a ``folder``:
-    ``<folder>/<job.key>.ckpt.pt`` (``None`` without a folder: no checkpoints)."""
-    folder = _FOLDER[0]
-    return folder / f"{job.key}.ckpt.pt" if folder is not None else None
+    ``<folder>/<job.key>.<inputs digest>.ckpt.pt`` (``None`` without a folder: no checkpoints)."""
+    return _checkpoint_file(*_RUNNING[0], job) if _RUNNING[0] is not None else None
+
+
+def _checkpoint_file(folder: Path, digest: str, job: Job) -> Path:
+    return folder / f"{job.key}.{digest}.ckpt.pt"
 
 
 def inputs_digest(fn: Callable, initargs: Sequence[Any]) -> str:
@@ -340,18 +343,16 @@ class _Saver:
         self.fn, self.folder, self.digest = fn, folder, digest
 
     def __call__(self, job: Job) -> xr.Dataset:
-        _FOLDER[0] = self.folder
+        _RUNNING[0] = (self.folder, self.digest)
         try:
             ds = self.fn(job)
         finally:
-            _FOLDER[0] = None
+            _RUNNING[0] = None
         ds = ds.copy()
         ds.attrs[_DIGEST] = self.digest
         path = self.folder / f"{job.key}.nc"
         atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
-        ck = self.folder / f"{job.key}.ckpt.pt"
-        if ck.exists():  # the result is safe: its checkpoint is no longer needed
-            ck.unlink()
+        _checkpoint_file(self.folder, self.digest, job).unlink(missing_ok=True)  # the result is safe: drop its checkpoint
         return _read(path)
 
 

@@ -227,7 +227,9 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         own = _own(ck["ranks"])
         rng.set_state(own["rng"])
-        _set_global_rng(own["global_rng"] if "global_rng" in own else [own["torch_rng"], *([own["cuda_rng"]] if "cuda_rng" in own else [])])
+        if "global_rng" not in own:  # written before the CPU and CUDA states were kept together
+            own["global_rng"] = [own["torch_rng"], *([own["cuda_rng"]] if "cuda_rng" in own else [])]
+        _set_global_rng(own["global_rng"])
         if len(own["state"]) != len(state):
             raise ValueError(f"train: the checkpoint holds {len(own['state'])} data states, this run passes {len(state)}")
         for obj, st in zip(state, own["state"]):
@@ -255,7 +257,7 @@ def train(
         atomic_write(path, lambda tmp: torch.save(ck, tmp))
 
     def run_eval():
-        if evaluate is None or (evals and evals[-1][0] == step) or not main:
+        if evaluate is None or (evals and evals[-1][0] == step) or (collective and not main):
             return
         was_training = inner.training
         inner.eval()
