@@ -29,10 +29,9 @@ import inspect
 import os
 import platform
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np

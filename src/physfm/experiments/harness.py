@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,8 @@ def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: i
             ds = _read(folder / f"{job.key}.nc")
             if ds.attrs.get(_DIGEST) == digest:
                 done[job] = ds
+                if is_main_process():  # left behind by a run stopped between saving the job and deleting it
+                    _checkpoint_file(folder, digest, job).unlink(missing_ok=True)
             else:
                 stale.append(job.key)
         if is_main_process() and (done or stale):
@@ -265,8 +268,10 @@ def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: i
     if distributed():
         me, world = rank(), world_size()
         mine = todo[me::world]
-        print(f"physfm: {desc}: rank {me} of {world} runs {len(mine)} of {len(todo)} jobs: "
-              + ", ".join(j.key for j in mine), flush=True)
+        # one write, so that the lines of several ranks on one terminal do not mix
+        sys.stdout.write(f"physfm: {desc}: rank {me} of {world} runs {len(mine)} of {len(todo)} jobs: "
+                         + ", ".join(j.key for j in mine) + "\n")
+        sys.stdout.flush()
         with alone():
             outputs = map_jobs(sink, mine, workers=workers, initializer=initializer, initargs=initargs, desc=desc,
                                progress=progress and me == 0) if mine else []
