@@ -110,18 +110,33 @@ def provenance(params: Mapping[str, Any], device: torch.device | str) -> dict[st
     }
 
 
+def _fsync(path: Path, *, folder: bool = False) -> None:
+    fd = os.open(path, (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if folder else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a folder; the rename is still atomic
+        if not folder:
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` and rename the temporary file to ``path`` once it succeeded.
 
     The temporary file sits in the same folder, so the rename is atomic on POSIX file systems;
-    if ``write`` raises (or the process is interrupted) ``path`` keeps its previous content.
+    if ``write`` raises (or the process is interrupted, even by ``kill -9``) ``path`` keeps its
+    previous content. The file is flushed to disk (``fsync``) before the rename and the folder
+    after it, so that once this returns the new content survives a crash of the machine too.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent, folder=True)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -11,24 +11,35 @@ splitting a short operation over two threads costs more in synchronisation than 
 a 2-core machine one training step of the pre-training chapter's model takes 87 ms with two
 threads and 65 ms with one, and two one-thread processes side by side each take 68 ms: 2.5
 times the throughput of one two-thread process.
+
+Beyond one machine: under ``torchrun`` (:func:`init_distributed` starts the process group, gloo on a
+CPU and nccl on CUDA, one GPU per local rank) the same code runs on every rank. A run is either
+*collective*, all ranks training one model together (tokeniser pre-training with
+DistributedDataParallel, :func:`data_parallel`; only rank 0 writes), or *one job per rank*
+(the experiments' independent runs): inside :func:`alone` a rank acts as if it were the only
+process, so a job's numbers do not depend on the rank that ran it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import inspect
 import os
 import platform
 import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["device", "describe_device", "seed_everything", "seed_for", "map_jobs", "distributed", "is_main_process", "cache_dir", "code_digest"]
+__all__ = ["device", "describe_device", "seed_everything", "seed_for", "map_jobs", "distributed", "is_main_process",
+           "rank", "world_size", "alone", "launched", "init_distributed", "close_distributed", "barrier",
+           "broadcast_object", "gather_objects", "data_parallel", "cache_dir", "code_digest", "source_digest"]
 
 _CHOICES = ("cuda", "mps", "cpu")
 
@@ -104,15 +115,127 @@ def describe_device(dev: torch.device | str) -> str:
     return f"cpu ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
 
 
+_ALONE = [0]  # depth of nested alone() blocks
+
+
 def distributed() -> bool:
-    """True when running under ``torch.distributed`` (``torchrun``) with a process group."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+    """True when running under ``torch.distributed`` (``torchrun``) with a process group, outside
+    :func:`alone`."""
+    return not _ALONE[0] and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def is_main_process() -> bool:
     """True unless running under ``torch.distributed`` as a rank other than 0: only the main
     process shows progress and writes checkpoints, results and cached models."""
-    return not distributed() or torch.distributed.get_rank() == 0
+    return rank() == 0
+
+
+def rank() -> int:
+    """This process's rank among :func:`world_size` processes (0 outside ``torch.distributed`` and inside :func:`alone`)."""
+    return torch.distributed.get_rank() if distributed() else 0
+
+
+def world_size() -> int:
+    """How many processes train together (1 outside ``torch.distributed`` and inside :func:`alone`)."""
+    return torch.distributed.get_world_size() if distributed() else 1
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Inside this block the process acts as the only one, whatever ``torchrun`` started:
+    :func:`distributed` is False, :func:`rank` is 0 (so streams draw what a single process draws,
+    :func:`physfm.data.streams.stream_seed`), and it writes its own checkpoints and results. The
+    experiments run each of their jobs so on the rank it was given."""
+    _ALONE[0] += 1
+    try:
+        yield
+    finally:
+        _ALONE[0] -= 1
+
+
+def launched() -> bool:
+    """True in a process that ``torchrun`` started (it sets ``RANK``, ``WORLD_SIZE`` and ``MASTER_ADDR``)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
+
+
+def init_distributed(prefer: str | None = None, *, timeout_s: float = 86400.0, verbose: bool = True) -> torch.device:
+    """The device of this process; under ``torchrun``, also start its process group.
+
+    Started by ``torchrun --nproc_per_node=N``, each process takes the GPU of its local rank
+    (``torch.cuda.set_device(LOCAL_RANK)``) and joins the group with the nccl backend, or with gloo
+    when the device is a CPU (``prefer``/``PHYSFM_DEVICE`` as in :func:`device`). Outside
+    ``torchrun`` it is :func:`device`. ``timeout_s`` bounds how long a rank waits for the others in
+    one collective call (ranks that run jobs of different lengths wait at the end for the slowest).
+
+    Raises:
+        ValueError: ``torchrun`` started more processes on this node than it has GPUs.
+    """
+    if not launched():
+        return device(prefer, verbose=verbose)
+    local = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    chosen = device(prefer, verbose=False)
+    if chosen.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"init_distributed: local rank {local} but only {torch.cuda.device_count()} GPUs on this node; "
+                             f"start torchrun with --nproc_per_node <= {torch.cuda.device_count()}")
+        chosen = torch.device("cuda", local)
+        torch.cuda.set_device(chosen)
+    backend = "nccl" if chosen.type == "cuda" else "gloo"
+    if not torch.distributed.is_initialized():
+        kwargs = {"device_id": chosen} if backend == "nccl" else {}
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    if verbose and is_main_process():
+        print(f"physfm: {world_size()} processes ({backend}); rank 0 runs on {describe_device(chosen)}")
+    return chosen
+
+
+def close_distributed() -> None:
+    """End the process group started by :func:`init_distributed` (if any)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _device_ids() -> dict[str, Any]:
+    if torch.distributed.get_backend() == "nccl":
+        return {"device_ids": [torch.cuda.current_device()]}
+    return {}
+
+
+def barrier() -> None:
+    """Wait until every rank is here (nothing to wait for outside :func:`distributed`)."""
+    if distributed():
+        torch.distributed.barrier(**_device_ids())
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (picklable; ``obj`` itself outside :func:`distributed`)."""
+    if not distributed():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` outside :func:`distributed`)."""
+    if not distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` when the ranks train
+    together (:func:`distributed`), else ``model`` itself. The model must already be on this rank's
+    device; parameters a step leaves unused (a stride that skips a kernel) are allowed."""
+    if not distributed():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = next(model.parameters()).device
+    ids = {"device_ids": [dev.index if dev.index is not None else torch.cuda.current_device()]} if dev.type == "cuda" else {}
+    return DistributedDataParallel(model, find_unused_parameters=True, **ids)
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generator:
@@ -163,6 +286,25 @@ def code_digest(modules: Sequence[ModuleType]) -> str:
     for module in sorted(modules, key=lambda m: m.__name__):
         h.update(module.__name__.encode())
         h.update(inspect.getsource(module).encode())
+    return h.hexdigest()[:16]
+
+
+#: modules that only present results: editing them changes no number (see :func:`source_digest`)
+PRESENTATION = ("viz", "book", "student", "sphinxext", "cli", "training/__main__")
+
+
+def source_digest(exclude: Sequence[str] = PRESENTATION) -> str:
+    """Hash of the source of the whole library (every ``.py`` file of the package, read from
+    disk) except the presentation modules ``exclude`` (paths relative to the package, without
+    ``.py``): what keys saved runs, whose numbers may depend on any of it."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        name = path.relative_to(root).with_suffix("").as_posix()
+        if name in exclude:
+            continue
+        h.update(name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -47,7 +47,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from physfm.data.normalise import FieldStats, normalise_fields, system_stats
 from physfm.data.spec import SystemSpec, specs
-from physfm.runtime import seed_for
+from physfm.runtime import rank, seed_for
 
 __all__ = [
     "TrajectoryBuffer", "CropStream", "WindowStream", "epoch_batches", "take",
@@ -58,12 +58,12 @@ Systems = Sequence[str | Mapping | SystemSpec] | Mapping[str, Mapping | None] | 
 
 
 def stream_seed(seed: int) -> int:
-    """``seed`` offset by the distributed rank and the DataLoader worker id, so every rank and
-    worker draws different data while the whole stays a function of ``seed``."""
-    rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+    """``seed`` offset by the distributed rank (:func:`physfm.runtime.rank`: 0 inside
+    :func:`~physfm.runtime.alone`) and the DataLoader worker id, so every rank and worker draws
+    different data while the whole stays a function of ``seed``."""
     info = get_worker_info()
     worker = info.id if info is not None else 0
-    return int(seed) + 1009 * rank + worker
+    return int(seed) + 1009 * rank() + worker
 
 
 def _positive_int(value: Any, name: str, who: str, low: int = 1) -> int:

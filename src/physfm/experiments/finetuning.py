@@ -133,7 +133,7 @@ def _job(job: Job) -> xr.Dataset:
     tc = TrainConfig(steps=cfg["dyn_steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
     batches = streams.epoch_batches(train_set, pre["window"], cfg["dyn_steps"], cfg["batch"], seed_for("order", job.seed))
     curves = train(model, lambda m, b, rng: m.loss(b), batches, tc, evaluate=data.scores, desc=harness.describe_job(job),
-                   progress=False)
+                   progress=False, checkpoint=harness.checkpoint_path(job))
     model.eval()
     levels = len(SkipScales.levels)
     return harness.job_dataset(

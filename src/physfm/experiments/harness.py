@@ -6,9 +6,10 @@ owns what they share, so that each experiment module only says what differs (its
 gets data, how it builds a model):
 
 - :class:`Job`: one cell of the grid, ``(arm, seed, system, regime)``; jobs are independent, so
-  :func:`run_jobs` shares them out to one-thread worker processes on a CPU
-  (:func:`physfm.runtime.map_jobs`), and, given a ``folder``, saves each finished job as it
-  completes and skips finished jobs when the same command runs again;
+  :func:`run_jobs` shares them out to the ranks of ``torchrun`` and, on a CPU, to one-thread
+  worker processes (:func:`physfm.runtime.map_jobs`), and, given a ``folder``, checkpoints each
+  job while it trains (:func:`checkpoint_path`), saves each finished job as it completes and,
+  when the same command runs again, skips finished jobs and resumes the interrupted ones;
 - :class:`EvalData`: the held-out data of one system, validation windows for next-frame
   scores and trajectories for rollouts, drawn from their own seeds (never from a training
   stream), with its persistence baselines;
@@ -34,7 +35,10 @@ stopped earlier is NaN after its end.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +52,10 @@ from physfm.data import streams
 from physfm.data.spec import SystemSpec
 from physfm.eval import forecast
 from physfm.results import atomic_write
-from physfm.runtime import map_jobs
+from physfm.runtime import alone, broadcast_object, distributed, gather_objects, is_main_process, map_jobs, rank, source_digest, world_size
 
-__all__ = ["Job", "EvalData", "eval_data", "job_dataset", "run_jobs", "collect", "describe_job", "drop_counts", "STANDARD"]
+__all__ = ["Job", "EvalData", "eval_data", "job_dataset", "run_jobs", "checkpoint_path", "inputs_digest", "collect",
+           "describe_job", "drop_counts", "STANDARD"]
 
 STANDARD = ("vrmse", "nmse", "vrmse_window", "loss", "rollout_vrmse")
 
@@ -209,41 +214,151 @@ def collect(results: Mapping[Job, xr.Dataset], *, baselines: xr.Dataset | None =
 def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: int = 1,
              initializer: Callable[..., None] | None = None, initargs: Sequence[Any] = (),
              folder: str | os.PathLike | None = None, desc: str = "runs", progress: bool = True) -> dict[Job, xr.Dataset]:
-    """``{job: fn(job)}`` for every job, in ``workers`` one-thread processes on a CPU.
+    """``{job: fn(job)}`` for every job, shared out to the ranks of ``torchrun`` and, within a
+    rank, to ``workers`` one-thread processes on a CPU.
 
-    ``fn`` and ``initializer`` must be module-level functions (see :func:`physfm.runtime.map_jobs`).
-    With ``folder``, each finished job's dataset is written there as it completes
-    (``<folder>/<job.key>.nc``, atomically), and jobs whose file exists are read back instead
-    of run again: an interrupted run resumes where it stopped.
+    ``fn`` and ``initializer`` must be module-level functions (see :func:`physfm.runtime.map_jobs`);
+    ``initargs`` are the inputs every job reads (configurations, data, pre-trained weights).
+
+    With ``folder``, a run survives interruption:
+
+    - each job checkpoints its training to ``<folder>/<job.key>.<digest>.ckpt.pt`` (``fn`` passes
+      :func:`checkpoint_path` to :func:`physfm.training.train`), deleted once the job is done;
+    - each finished job's dataset is written to ``<folder>/<job.key>.nc`` as it completes
+      (atomically), stamped with the digest, :func:`inputs_digest` of ``fn``'s module,
+      ``initargs`` and the library's source;
+    - run again, the jobs whose file holds the same digest are read back instead of run, and an
+      interrupted job resumes from its checkpoint of the same digest; jobs saved or checkpointed
+      from other inputs or code are run again from the start (and said so). A job's dataset is the one read back from its file, whether it ran now
+      or before, so a resumed run returns what an uninterrupted one does.
+
+    Without ``folder``, the environment variable ``PHYSFM_RUNS`` gives one:
+    ``$PHYSFM_RUNS/<module of fn>-<inputs digest>`` (so a notebook run by papermill resumes too).
+
+    Under ``torchrun`` (:func:`physfm.runtime.distributed`) the jobs left to do are shared out,
+    ``todo[rank::world]``: each rank runs its share one job at a time, each job inside
+    :func:`physfm.runtime.alone` (its numbers do not depend on the rank that ran it), and every
+    rank gets every result (``all_gather_object``). Which jobs are finished is rank 0's view.
     """
     jobs = list(jobs)
     if len(set(jobs)) != len(jobs):
         raise ValueError("run_jobs: a job is listed twice")
     done: dict[Job, xr.Dataset] = {}
+    digest = inputs_digest(fn, initargs) if folder is not None or os.environ.get("PHYSFM_RUNS") else ""
+    if folder is None and os.environ.get("PHYSFM_RUNS"):
+        module = str(getattr(fn, "__module__", "jobs")).rsplit(".", 1)[-1]
+        folder = Path(os.environ["PHYSFM_RUNS"]) / f"{module}-{digest}"
     folder = Path(folder) if folder is not None else None
     if folder is not None:
-        for job in jobs:
-            path = folder / f"{job.key}.nc"
-            if path.exists():
-                with xr.open_dataset(path, engine="h5netcdf") as ds:
-                    done[job] = ds.load()
+        stale = []
+        finished = broadcast_object([j for j in jobs if (folder / f"{j.key}.nc").exists()] if is_main_process() else None)
+        for job in finished:
+            ds = _read(folder / f"{job.key}.nc")
+            if ds.attrs.get(_DIGEST) == digest:
+                done[job] = ds
+                if is_main_process():  # left behind by a run stopped between saving the job and deleting it
+                    _checkpoint_file(folder, digest, job).unlink(missing_ok=True)
+            else:
+                stale.append(job.key)
+        if is_main_process() and (done or stale):
+            print(f"physfm: {desc}: {len(done)} of {len(jobs)} jobs already done in {folder}"
+                  + (f"; {len(stale)} saved from other inputs or code run again" if stale else ""), flush=True)
     todo = [j for j in jobs if j not in done]
-    sink = _Saver(fn, folder) if folder is not None else fn
-    outputs = map_jobs(sink, todo, workers=workers, initializer=initializer, initargs=initargs, desc=desc, progress=progress)
-    done.update(zip(todo, outputs))
+    sink = _Saver(fn, folder, digest) if folder is not None else fn
+    if distributed():
+        me, world = rank(), world_size()
+        mine = todo[me::world]
+        # one write, so that the lines of several ranks on one terminal do not mix
+        sys.stdout.write(f"physfm: {desc}: rank {me} of {world} runs {len(mine)} of {len(todo)} jobs: "
+                         + ", ".join(j.key for j in mine) + "\n")
+        sys.stdout.flush()
+        with alone():
+            outputs = map_jobs(sink, mine, workers=workers, initializer=initializer, initargs=initargs, desc=desc,
+                               progress=progress and me == 0) if mine else []
+        for part in gather_objects(dict(zip(mine, outputs))):
+            done.update(part)
+    elif todo:
+        outputs = map_jobs(sink, todo, workers=workers, initializer=initializer, initargs=initargs, desc=desc, progress=progress)
+        done.update(zip(todo, outputs))
     return {job: done[job] for job in jobs}
 
 
-class _Saver:
-    """``fn`` followed by writing its result (picklable, so it runs in worker processes)."""
+_DIGEST = "physfm_inputs"
+_RUNNING: list[tuple[Path, str] | None] = [None]  # (folder, inputs digest) of the jobs running in this process
 
-    def __init__(self, fn: Callable[[Job], xr.Dataset], folder: Path):
-        self.fn, self.folder = fn, folder
+
+def checkpoint_path(job: Job) -> Path | None:
+    """Where ``job`` checkpoints its training while :func:`run_jobs` runs it with a ``folder``:
+    ``<folder>/<job.key>.<inputs digest>.ckpt.pt`` (``None`` without a folder: no checkpoints)."""
+    return _checkpoint_file(*_RUNNING[0], job) if _RUNNING[0] is not None else None
+
+
+def _checkpoint_file(folder: Path, digest: str, job: Job) -> Path:
+    return folder / f"{job.key}.{digest}.ckpt.pt"
+
+
+def inputs_digest(fn: Callable, initargs: Sequence[Any]) -> str:
+    """A hash of what a job's numbers depend on: the module of ``fn``, the content of ``initargs``
+    (plain data, tensors and arrays by value, dataclasses by field) and the library's source
+    (:func:`physfm.runtime.source_digest`)."""
+    h = hashlib.sha256()
+    h.update(f"{getattr(fn, '__module__', '')}|{source_digest()}".encode())
+    _feed(h, initargs)
+    return h.hexdigest()[:16]
+
+
+def _feed(h, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, np.ndarray):
+        h.update(f"A{obj.dtype}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, Mapping):
+        h.update(b"{")
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _feed(h, v)
+        h.update(b"]")
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        h.update(type(obj).__name__.encode())
+        _feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    elif obj is None or isinstance(obj, (str, int, float, bool, torch.device, torch.dtype)):
+        h.update(f"{type(obj).__name__}:{obj!r}".encode())
+    else:
+        h.update(type(obj).__qualname__.encode())
+        _feed(h, vars(obj) if hasattr(obj, "__dict__") else repr(obj))
+
+
+def _read(path: Path) -> xr.Dataset:
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds.load()
+
+
+class _Saver:
+    """``fn`` with its checkpoint folder, then writing its result (picklable, so it runs in worker processes)."""
+
+    def __init__(self, fn: Callable[[Job], xr.Dataset], folder: Path, digest: str):
+        self.fn, self.folder, self.digest = fn, folder, digest
 
     def __call__(self, job: Job) -> xr.Dataset:
-        ds = self.fn(job)
-        atomic_write(self.folder / f"{job.key}.nc", lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
-        return ds
+        _RUNNING[0] = (self.folder, self.digest)
+        try:
+            ds = self.fn(job)
+        finally:
+            _RUNNING[0] = None
+        ds = ds.copy()
+        ds.attrs[_DIGEST] = self.digest
+        path = self.folder / f"{job.key}.nc"
+        atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+        _checkpoint_file(self.folder, self.digest, job).unlink(missing_ok=True)  # the result is safe: drop its checkpoint
+        return _read(path)
 
 
 def describe_job(job: Job) -> str:

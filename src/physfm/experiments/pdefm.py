@@ -155,7 +155,8 @@ def _job(job: Job) -> xr.Dataset:
 
     tc = TrainConfig(steps=cfg["steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
     loss = lambda m, b, rng: pdefm_loss(m(b[1][:, :, :-1], b[0], b[2], b[3]), b[1][:, :, 1:], spectral_weight=cfg["spectral_weight"])
-    curves = train(model, loss, batches(), tc, evaluate=evaluate, desc=harness.describe_job(job), progress=False)
+    curves = train(model, loss, batches(), tc, evaluate=evaluate, desc=harness.describe_job(job), progress=False,
+                   checkpoint=harness.checkpoint_path(job))
     gen = sum(p.buffer.seconds for p in pools.values() if p.buffer)  # chunks shared with an earlier arm cost nothing
     model.eval()
     W = cfg["window"] - 1

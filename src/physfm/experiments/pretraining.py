@@ -283,7 +283,7 @@ def _job(job: Job) -> xr.Dataset:
     groups = [{"params": list(model.processor.parameters())}, {"params": list(model.tokeniser.parameters()), "lr_scale": scale}]
     tc = TrainConfig(steps=steps, lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
     curves = train(model, lambda m, b, rng: m.loss(b), loader, tc, evaluate=data.scores, parameters=groups,
-                   desc=harness.describe_job(job), progress=False)
+                   desc=harness.describe_job(job), progress=False, checkpoint=harness.checkpoint_path(job))
     model.eval()
     return harness.job_dataset(curves, rollout=data.rollout(model.rollout), steps=steps, extra_steps=extra,
                                trainable=count_parameters(model)[0], tokeniser_parameters=sum(p.numel() for p in tok.parameters()),

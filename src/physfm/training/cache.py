@@ -4,6 +4,11 @@ Chapters share expensive artefacts (a pre-trained tokeniser) through a cache fol
 stored as ``<cache_dir>/<name>-<digest>.pt``, where the digest hashes the model's plain-data
 configuration and the source of the code that shapes it (its layers, data and training loop), so
 any change to either trains a new model and deleting the folder is always safe. Every chapter also runs from an empty cache.
+
+Under ``torchrun`` (outside :func:`physfm.runtime.alone`) every rank calls :func:`cached` together:
+rank 0 decides whether the model is in the cache; if not, the ranks train it together, rank 0
+alone writes it, and the others wait at a barrier and then read what rank 0 wrote, so every
+rank returns the same model and curves.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import xarray as xr
 from torch import nn
 
 from physfm.results import atomic_write
-from physfm.runtime import cache_dir, code_digest, is_main_process
+from physfm.runtime import barrier, broadcast_object, cache_dir, code_digest, distributed, is_main_process
 
 __all__ = ["cached", "cache_dir", "config_digest", "code_digest"]
 
@@ -49,14 +54,22 @@ def cached(
     """
     path = cache_dir() / f"{name}-{config_digest(config, code)}.pt"
     model = make()
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(blob["model"])
-        if verbose:
-            print(f"physfm: loaded {name} from the cache ({path.name})")
-        return model, xr.Dataset.from_dict(blob["curves"])
+    if broadcast_object(path.exists()):  # rank 0's view, so that every rank takes the same branch
+        return _load(path, model, name, verbose)
     curves = fit(model)
     blob = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "curves": curves.to_dict(), "config": dict(config)}
     if is_main_process():
         atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    if distributed():
+        barrier()
+        if not is_main_process():
+            return _load(path, model, name, verbose=False)
     return model, curves
+
+
+def _load(path, model: nn.Module, name: str, verbose: bool) -> tuple[nn.Module, xr.Dataset]:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(blob["model"])
+    if verbose and is_main_process():
+        print(f"physfm: loaded {name} from the cache ({path.name})")
+    return model, xr.Dataset.from_dict(blob["curves"])

@@ -8,28 +8,43 @@ Configuration is plain data (:class:`TrainConfig`); the model, the loss and the 
 
 - ``loss_fn(model, batch, rng) -> scalar tensor``; ``rng`` is the loop's own ``torch.Generator``
   (for random choices inside a step, e.g. a random compression ratio), saved in checkpoints;
-- ``batches`` is any iterator of batches; objects in ``state`` (a data stream, say) that have
-  ``state_dict``/``load_state_dict`` are saved with the checkpoint, so a resumed run draws exactly
-  the batches the uninterrupted run would have drawn;
+- ``batches`` is any iterable of batches, read one batch per step;
 - ``evaluate(model)`` is called before the first step, every ``eval_every`` steps and after the
   last; it returns scalars or 1-D tensors (one named ``...mse`` with three entries is taken to be
   the low/mid/high bands; any other 1-D value gets its own axis ``<name>_index``).
 
 The learning curves come back as an :class:`xarray.Dataset` (dims ``step`` for the training
 loss and learning rate, ``eval_step`` and ``band`` for evaluations), ready for
-:func:`physfm.results.save` (pass ``results=path`` to have the loop do it). A checkpoint is
-written atomically every ``checkpoint_every`` steps and at the end; if one exists when ``train``
-starts, the run continues from it, and a resumed run gives the same numbers as an uninterrupted
-one (on the same device). A checkpoint holds the model, the optimiser, the step, the curves so
-far, the loop's generator, torch's global CPU (and CUDA) generator states and the ``state`` of
-the data; the learning-rate schedule is a pure function of the step (:meth:`TrainConfig.lr_at`),
-so the step is its whole state. Resuming with a different configuration (other than ``steps``,
-``eval_every`` or ``checkpoint_every``) is refused.
+:func:`physfm.results.save` (pass ``results=path`` to have the loop do it).
 
-Under ``torchrun`` with DistributedDataParallel the same code runs on every rank: pass the
-DDP-wrapped model and a stream seeded by rank. Random states and data states are gathered from
-every rank into the checkpoint, which only rank 0 writes (as it alone shows progress and writes
-results); on resume each rank takes back its own.
+**Checkpoints.** With ``checkpoint=path`` a checkpoint is written atomically every
+``checkpoint_every`` steps (0: after every evaluation) and at the end; if one exists when
+``train`` starts, the run continues from it, and a resumed run gives the same numbers as an
+uninterrupted one (on the same device and number of threads). A checkpoint holds the model,
+the optimiser, the step, the curves so far, the loop's generator and torch's global CPU (and
+CUDA) generator states; the learning-rate schedule is a pure function of the step
+(:meth:`TrainConfig.lr_at`), so the step is its whole state. Where the data resumes from:
+
+- objects in ``state`` (and ``batches`` itself, when it has ``state_dict``/``load_state_dict``)
+  are saved with the checkpoint and put back, so the source continues where it was;
+- with no such object, the source is *replayed*: on resume the loop draws and discards the
+  batches of the steps already done, so a deterministic source (one that draws from its own
+  generators, as every stream of :mod:`physfm.data.streams` does) yields exactly the batches
+  the uninterrupted run would have had next. Replay costs the data of the steps done (no
+  model computation) and keeps checkpoints small (no data buffers in them).
+
+Resuming with a different configuration (other than ``steps``, ``eval_every`` or
+``checkpoint_every``) is refused. Building the iterator of ``batches`` and replaying it leave
+torch's global generator as it was (a DataLoader draws a seed from it when it starts).
+
+**Several processes** (``torchrun``). Pass the model wrapped by
+:func:`physfm.runtime.data_parallel` (DistributedDataParallel) and the ranks train it together:
+each reads its own ``batches`` (streams seed themselves by rank), gradients are averaged, the
+loss in the curves is the mean over all ranks' batches, only rank 0 evaluates (on its own,
+unwrapped model) and shows progress, the random and data states of every rank are gathered into
+the checkpoint, which rank 0 alone writes (on resume each rank takes back its own), and every
+rank returns rank 0's curves. A plain module under ``torchrun`` trains on its own: inside
+:func:`physfm.runtime.alone` (one job per rank) it writes its own checkpoint and results.
 """
 
 from __future__ import annotations
@@ -51,7 +66,7 @@ from tqdm import tqdm
 
 from physfm.data.spectral import BANDS
 from physfm.results import atomic_write
-from physfm.runtime import distributed as _distributed, is_main_process
+from physfm.runtime import broadcast_object, distributed, gather_objects, is_main_process, rank, world_size
 
 __all__ = ["TrainConfig", "train"]
 
@@ -67,7 +82,8 @@ class TrainConfig:
             (``schedule="cosine"``) or constant (``"constant"``).
         grad_clip: clip the gradient norm to this (``None``: no clipping).
         eval_every: evaluate every so many steps (0: only before and after).
-        checkpoint_every: write a checkpoint every so many steps (0: only at the end).
+        checkpoint_every: write a checkpoint every so many steps (0: after every evaluation),
+            and at the end; only when :func:`train` is given a ``checkpoint`` path.
         seed: seed of the loop's generator passed to ``loss_fn``.
     """
 
@@ -101,20 +117,33 @@ class TrainConfig:
         return self.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _rank_states(local: Any) -> list[Any]:
-    """``local`` from every rank, in rank order (a collective call under torch.distributed)."""
-    if not _distributed():
-        return [local]
-    out: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, local)
+def _own(states: list[Any]) -> Any:
+    """This rank's entry of the per-rank states of a checkpoint."""
+    if len(states) != world_size():
+        raise ValueError(f"train: the checkpoint was written by {len(states)} processes, this run has {world_size()}")
+    return states[rank()]
+
+
+def _global_rng() -> list[Any]:
+    """torch's global generators: the CPU's and, once CUDA is in use, this process's GPU's (only
+    its own: reading every GPU's would start a CUDA context on each from every rank)."""
+    out = [torch.get_rng_state()]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out.append(torch.cuda.get_rng_state())
     return out
 
 
-def _own(states: list[Any]) -> Any:
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if _distributed() else (0, 1)
-    if len(states) != world:
-        raise ValueError(f"train: the checkpoint was written by {len(states)} processes, this run has {world}")
-    return states[rank]
+def _set_global_rng(states: list[Any]) -> None:
+    torch.set_rng_state(states[0])
+    if len(states) > 1 and torch.cuda.is_available():
+        cuda = states[1]
+        torch.cuda.set_rng_state_all(cuda) if isinstance(cuda, (list, tuple)) else torch.cuda.set_rng_state(cuda)
+
+
+def _is_data_parallel(model: nn.Module) -> bool:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return isinstance(model, DistributedDataParallel)
 
 
 _MAY_CHANGE_ON_RESUME = ("steps", "eval_every", "checkpoint_every")
@@ -156,6 +185,16 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
+    collective = _is_data_parallel(model)
+    if collective and not distributed():
+        raise ValueError("train: model is a DistributedDataParallel, but no process group is running here "
+                         "(outside torchrun, or inside physfm.runtime.alone()); pass the plain module")
+    if distributed() and not collective and (checkpoint is not None or results is not None):
+        raise ValueError("train: under torchrun, pass the model wrapped by physfm.runtime.data_parallel (the ranks train "
+                         "it together) or train inside physfm.runtime.alone() (each rank its own model); a plain module "
+                         "with a checkpoint or results to write would have every rank write the same file")
+    inner = model.module if collective else model
+    main = is_main_process()
     groups = _param_groups(parameters if parameters is not None else model.parameters())
     params_list = [p for g in groups for p in g["params"]]
     if not params_list:
@@ -175,11 +214,7 @@ def train(
             raise TypeError(f"train: state entries need state_dict/load_state_dict, got {type(obj).__name__}")
 
     def random_states() -> dict[str, Any]:
-        out = {"rng": rng.get_state(), "torch_rng": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["cuda_rng"] = torch.cuda.get_rng_state_all()
-        out["state"] = [obj.state_dict() for obj in state]
-        return out
+        return {"rng": rng.get_state(), "global_rng": _global_rng(), "state": [obj.state_dict() for obj in state]}
 
     if path is not None and path.exists():
         ck = torch.load(path, map_location="cpu", weights_only=False)
@@ -188,27 +223,29 @@ def train(
         if changed:
             raise ValueError(f"train: the checkpoint {path} was written with other settings "
                              f"(name: (checkpoint, now)) {changed}; delete it or use another checkpoint path")
-        model.load_state_dict(ck["model"])
+        inner.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         own = _own(ck["ranks"])
         rng.set_state(own["rng"])
-        torch.set_rng_state(own["torch_rng"])
-        if "cuda_rng" in own and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(own["cuda_rng"])
+        if "global_rng" not in own:  # written before the CPU and CUDA states were kept together
+            own["global_rng"] = [own["torch_rng"], *([own["cuda_rng"]] if "cuda_rng" in own else [])]
+        _set_global_rng(own["global_rng"])
         if len(own["state"]) != len(state):
             raise ValueError(f"train: the checkpoint holds {len(own['state'])} data states, this run passes {len(state)}")
         for obj, st in zip(state, own["state"]):
             obj.load_state_dict(st)
         step, losses, lrs, evals = ck["step"], ck["losses"], ck["lrs"], ck["evals"]
+        if main:
+            print(f"physfm: {desc}: resuming from {path} at step {step} of {config.steps}", flush=True)
 
     def save_checkpoint():
         if path is None:
             return
-        ranks = _rank_states(random_states())  # collective: every rank takes part
-        if not is_main_process():
+        ranks = gather_objects(random_states()) if collective else [random_states()]  # collective: every rank takes part
+        if not main:
             return
         ck = {
-            "model": model.state_dict(),
+            "model": inner.state_dict(),
             "optimizer": opt.state_dict(),
             "ranks": ranks,
             "step": step,
@@ -220,48 +257,66 @@ def train(
         atomic_write(path, lambda tmp: torch.save(ck, tmp))
 
     def run_eval():
-        if evaluate is None or (evals and evals[-1][0] == step):
+        if evaluate is None or (evals and evals[-1][0] == step) or (collective and not main):
             return
-        was_training = model.training
-        model.eval()
+        was_training = inner.training
+        inner.eval()
         with torch.no_grad():
-            values = {k: _as_array(v) for k, v in evaluate(model).items()}
-        model.train(was_training)
+            values = {k: _as_array(v) for k, v in evaluate(inner).items()}
+        inner.train(was_training)
         evals.append((step, values))
 
+    # building the iterator (a DataLoader draws a seed) and replaying it leave the global generator alone
+    outside = _global_rng()
     it: Iterator = iter(batches)
+    if not state and step < config.steps:
+        for _ in range(step):  # replay: the batches of the steps already done
+            next(it)
+    _set_global_rng(outside)
     start_time = time.perf_counter()
-    run_eval()
-    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not (progress and is_main_process()),
+    if step == 0:
+        run_eval()
+    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not (progress and main),
                file=sys.stdout, mininterval=5.0 if sys.stdout.isatty() else 30.0, ncols=100, leave=True)
     model.train()
+    world = world_size() if collective else 1
     while step < config.steps:
         lr = config.lr_at(step)
         for group in opt.param_groups:
             group["lr"] = lr * group["lr_scale"]
         loss = loss_fn(model, next(it), rng)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"train: loss became {loss.item()} at step {step}; lower lr (now {lr:g})")
+        value = loss.detach()
+        if collective:  # the mean over every rank's batch, and every rank stops together on a bad loss
+            value = value.clone()
+            torch.distributed.all_reduce(value)
+            value = value / world
+        value = value.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"train: loss became {value} at step {step}; lower lr (now {lr:g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params_list, config.grad_clip)
         opt.step()
         step += 1
-        losses.append(loss.item())
+        losses.append(value)
         lrs.append(lr)
         bar.update(1)
         if step % 10 == 0 or step == config.steps:
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3g}", refresh=False)
         if config.eval_every and step % config.eval_every == 0:
             run_eval()
-        if config.checkpoint_every and step % config.checkpoint_every == 0:
+        every = config.checkpoint_every or config.eval_every
+        if every and step % every == 0 and step < config.steps:
             save_checkpoint()
     run_eval()
     bar.close()
     save_checkpoint()
+    if collective:
+        evals = broadcast_object(evals)
     curves = _curves(losses, lrs, evals, desc, time.perf_counter() - start_time)
-    if results is not None and is_main_process():
+    curves.attrs["ranks"] = world
+    if results is not None and main:
         from physfm.results import save
 
         save(curves, results, params=dict(params) if params is not None else asdict(config), device=params_list[0].device)

@@ -10,7 +10,9 @@ tokeniser's reconstructions per system and per compression ratio.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +28,9 @@ from physfm.eval import metrics
 from physfm.nn import compression
 from physfm.nn import tokeniser as tokeniser_module
 from physfm.nn.tokeniser import Tokeniser
-from physfm.runtime import seed_for
+from physfm.runtime import broadcast_object, data_parallel, gather_objects, is_main_process, seed_for, world_size
 from physfm.training import loop
-from physfm.training.cache import cached
+from physfm.training.cache import cache_dir, cached, config_digest
 from physfm.training.loop import TrainConfig, train
 
 __all__ = ["RECIPE_KEYS", "CODE", "tokeniser_config", "pretrain_tokeniser", "drop_attrs", "crops_by_system", "evaluate_tokeniser"]
@@ -57,7 +59,7 @@ CODE = (pde, spectral, spec_module, normalise, streams, compression, tokeniser_m
 
 
 def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str = "cpu", name: str = "tokeniser",
-                       progress: bool = True, use_cache: bool = True):
+                       progress: bool = True, use_cache: bool = True, checkpoint: str | os.PathLike | None = None):
     """Pre-train a 2D :class:`~physfm.nn.tokeniser.Tokeniser` as an autoencoder on single-channel
     crops streamed from ``recipe["systems"]``, with a random compression ratio per step.
 
@@ -67,17 +69,33 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
     ``seed_for("validation", seed)`` of the same systems, evaluated at the largest ratio (VRMSE and
     the three spectral bands). The result is cached under ``name`` and the hash of ``recipe`` and
     of the code in :data:`CODE` (see :func:`~physfm.training.cache.cached`), so chapters that need
-    the same tokeniser train it once.
+    the same tokeniser train it once. The training is checkpointed after every evaluation to
+    ``checkpoint`` (default, with the cache: ``<cache_dir>/<name>-<same hash>.ckpt.pt``, deleted
+    once the model is in the cache), so an interrupted pre-training resumes where it stopped
+    (:func:`~physfm.training.loop.train`; the crop stream is replayed, so a checkpoint holds no data).
+
+    Under ``torchrun`` the ranks train one tokeniser together with DistributedDataParallel: the
+    recipe's ``batch`` is the batch of a step over all ranks, each rank drawing ``batch / ranks``
+    crops of its own stream (its seed offset by its rank, :func:`physfm.data.streams.stream_seed`,
+    so no two ranks draw the same trajectories); gradients are averaged, so a step equals one
+    process's step on the union of the ranks' crops. Rank 0 evaluates (on the validation set a
+    single process uses), writes the checkpoint and the cache, and every rank returns its model
+    and curves. The number of ranks is not part of the cache key, like the device: it changes
+    which crops are drawn, not the recipe; the curves record it (``ranks``).
 
     Returns:
         ``(tokeniser, curves)``; ``curves.attrs`` also hold the generator's throughput and the
-        trajectories it dropped per system (``dropped_<system>``, ``drop_rate_<system>``).
+        trajectories it dropped per system (``dropped_<system>``, ``drop_rate_<system>``; the
+        training streams of every rank counted).
     """
     r = tokeniser_config(recipe)
     systems = specs(r["systems"])
     crop = (int(r["crop_t"]), int(r["crop"]), int(r["crop"]))
     model_args = dict(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
                       patch=r["patch"], time_patch=r["time_patch"], stride=max(r["strides"]), time_stride=max(r["time_strides"]))
+    ranks = world_size()
+    if r["batch"] % ranks:
+        raise ValueError(f"pretrain_tokeniser: batch={r['batch']} must be a multiple of the {ranks} processes that share it")
 
     def make():
         torch.manual_seed(seed_for("init", r["seed"]))
@@ -88,10 +106,17 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
         grid = (r["grid"], r["grid"])
         stream = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop, size=r["buffer"], refresh=r["refresh"],
                                     refresh_every=r.get("refresh_every"), seed=seed_for("train", r["seed"]), device=device)
-        val_stream = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop, size=max(len(systems), r["val_crops"] // 2),
-                                        refresh=0.0, seed=seed_for("validation", r["seed"]), device=device)
-        val = streams.take(val_stream, r["val_crops"])
-        loader = torch.utils.data.DataLoader(stream, batch_size=r["batch"])
+        held_out: dict[str, Any] = {}
+
+        def validation():  # rank 0 alone evaluates: the others never draw the validation set
+            if not held_out:
+                held_out["stream"] = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop,
+                                                        size=max(len(systems), r["val_crops"] // 2), refresh=0.0,
+                                                        seed=seed_for("validation", r["seed"]), device=device)
+                held_out["crops"] = streams.take(held_out["stream"], r["val_crops"])
+            return held_out["crops"]
+
+        loader = torch.utils.data.DataLoader(stream, batch_size=r["batch"] // ranks)
         strides, time_strides = list(r["strides"]), list(r["time_strides"])
 
         def loss_fn(m, batch, rng):
@@ -100,23 +125,49 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
             return (m(batch, s, st) - batch).square().mean()
 
         def evaluate(m):
+            val = validation()
             pred = m(val)
             err = metrics.spectral_error(pred, val)
             return {"vrmse": metrics.vrmse(pred, val).mean(), "mse": err.mse.mean(dim=(0, 1, 2)),
                     "nmse": err.nmse.mean(dim=(0, 1, 2))}
 
         config = TrainConfig(steps=r["steps"], lr=r["lr"], warmup=r["warmup"], eval_every=r["eval_every"], seed=r["seed"])
-        curves = train(model, loss_fn, loader, config, evaluate=evaluate, state=[stream], desc=name, progress=progress)
+        # the stream is replayed on resume (a checkpoint holds no crop buffer); every rank its own
+        curves = train(data_parallel(model), loss_fn, loader, config, evaluate=evaluate, desc=name, progress=progress,
+                       checkpoint=checkpoint)
+        if is_main_process():
+            validation()
+        drops = gather_objects(stream.buffer.drops())
+        if "stream" in held_out:
+            drops.append(held_out["stream"].buffer.drops())
         curves.attrs["trajectories_per_second"] = float(stream.buffer.trajectories_per_second)
         curves.attrs["generation_seconds"] = float(stream.buffer.seconds)
-        curves.attrs.update(drop_attrs(streams.drop_summary([stream.buffer, val_stream.buffer])))
+        curves.attrs.update(drop_attrs(_summed(drops)))
         model.cpu()
-        return curves
+        return broadcast_object(curves)
 
     if not use_cache:
         model = make()
         return model, fit(model)
-    return cached(name, r, make, fit, code=CODE)
+    if checkpoint is None:  # beside the cache entry, under the same key; gone once the entry is written
+        checkpoint = cache_dir() / f"{name}-{config_digest(r, CODE)}.ckpt.pt"
+    out = cached(name, r, make, fit, code=CODE)
+    if is_main_process():
+        Path(checkpoint).unlink(missing_ok=True)
+    return out
+
+
+def _summed(drops: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per system, :meth:`~physfm.data.streams.TrajectoryBuffer.drops` of several buffers added up."""
+    out: dict[str, dict[str, float]] = {}
+    for d in drops:
+        for system, counts in d.items():
+            o = out.setdefault(system, {"kept": 0, "dropped": 0})
+            o["kept"] += counts["kept"]
+            o["dropped"] += counts["dropped"]
+    for o in out.values():
+        o["rate"] = o["dropped"] / max(1, o["kept"] + o["dropped"])
+    return out
 
 
 def drop_attrs(drops: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
