@@ -260,10 +260,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "decoder_steps": 5000},
     },
     "generating": {
-        # system/field: the fields to generate (one field of one system, normalised per trajectory
-        # as the stream does), on a `grid` box; n_train trajectories of `frames` frames to learn
-        # from, n_eval fields (one per fresh trajectory) in each of the two truth sets; the
-        # tokeniser is the "tokeniser" chapter's at the same profile, used at spatial `stride`;
+        # system/field: the fields to generate (one field of one system, normalised with the
+        # system's statistics as the tokeniser's data were), on a `grid` box; n_train trajectories
+        # of `frames` frames to learn from, n_eval fields (one per fresh trajectory) in each of the
+        # two truth sets (three distinct streams); the tokeniser is the "tokeniser" chapter's at
+        # the same profile, used at spatial `stride`;
         # width/blocks of the velocity network, its training, and the sampler's steps and method.
         "smoke": {"system": "gray_scott", "field": "v", "grid": 32, "frames": 3, "n_train": 4, "n_eval": 4, "stride": 4,
                   "width": 8, "blocks": 1, "steps": 4, "batch": 4, "lr": 2e-3, "warmup": 1, "sample_steps": 2, "method": "heun"},
