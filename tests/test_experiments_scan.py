@@ -67,9 +67,9 @@ def test_selective_solves_the_hold_task_where_lti_cannot():
     sel, lti = float(ds.final_mse.sel(model="selective")), float(ds.final_mse.sel(model="lti"))
     assert sel < 0.05, ds.final_mse.values  # predicting 0 scores about 1
     assert lti > 10 * sel, ds.final_mse.values
-    # the selective block raises its step at the marked steps
-    delta = ds.delta.mean("channel")
-    assert float(delta.where(ds.marked).mean()) > 3 * float(delta.where(~ds.marked).mean())
+    # the selective block switches its step at the marked steps: up in many channels, down in others
+    ratio = (ds.delta.where(ds.marked).mean("t") / ds.delta.where(~ds.marked).mean("t")).values
+    assert (ratio > 1.5).sum() > len(ratio) / 4 and (ratio < 0.1).any(), ratio
 
 
 def test_time_scans_layout_and_errors():
