@@ -38,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import xarray as xr
-from einops import rearrange
 from torch import nn
 
 from physfm.data import streams
