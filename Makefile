@@ -2,7 +2,7 @@
 # that has Python 3.11 and pip: a virtual environment in .venv with the pinned requirements.
 #
 #   make book    execute every chapter at the cpu profile, render HTML to _build/html
-#   make test    unit tests, every chapter at the smoke profile under nbval, book build with -W,
+#   make test    ruff, unit tests, every chapter at the smoke profile under nbval, book build with -W,
 #                every page of it loaded in headless Chromium (Debian's chromium package)
 #   make student the student edition: HTML without solutions, nbgrader notebooks (_build/student)
 #   make bench   speed/memory benchmarks against the reference libraries
@@ -22,7 +22,7 @@ export VTK_DEFAULT_OPENGL_WINDOW := vtkEGLRenderWindow
 # parallel regions (the generator's FFTs) run 20-60x slower (see benchmarks/bench_generator.py)
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: book test unit notebooks book-check student bench env test-env student-env clean
+.PHONY: book test lint unit notebooks book-check student bench env test-env student-env clean
 
 env: $(VENV)/.book-installed
 test-env: $(VENV)/.test-installed
@@ -53,8 +53,12 @@ book: env
 	@echo
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
-test: test-env unit notebooks book-check
+test: test-env lint unit notebooks book-check
 	@echo "make test: all checks passed"
+
+# ruff (configured in pyproject.toml): the library, tests, benchmarks and the chapters' code cells
+lint: test-env
+	$(BIN)/ruff check src tests benchmarks book
 
 # unit tests draw without a display; the notebooks must not (under MPLBACKEND=Agg a Jupyter
 # kernel keeps no figures: plt.show() renders nothing into the page)

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
             f"{'spread':>12} | {'ours%GEMM':>9}{'NO%FFT':>7}{'floor':>7}{'x floor':>8} | target")
     print(f"{'':<25} | {'forward (ms)':^22} | {'forward + backward (ms)':^34} |")
     print(head)
-    rows, ok = [], True
+    ok = True
     for shape, width, modes in cases:
         torch.manual_seed(0)
         theirs = NOSpectralConv(width, width, modes)

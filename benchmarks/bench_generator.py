@@ -81,7 +81,7 @@ def bench_solvers(shapes, repeats: int) -> list[tuple]:
 
     jax.config.update("jax_enable_x64", False)
     rows = []
-    for name, system, fsm_factory, ex_factory, length, dt, fields, n in _cases(shapes):
+    for name, system, fsm_factory, ex_factory, length, dt, _fields, n in _cases(shapes):
         g = torch.Generator().manual_seed(0)
         u0 = system.initial(BATCH, (n, n), g).float()
         coeffs = system.sample(BATCH, g)

@@ -215,7 +215,7 @@ def run(profiles, version: str, ref: str, out: Path, workers: int, scale: float,
     print(f"{version}: {len(todo)} cases to measure ({len(cases) - len(todo)} done or skipped), {workers} worker(s)", flush=True)
 
     def save():
-        section["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        section["date"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(store, indent=1, sort_keys=True)))
 
     # one job at a time per worker; results saved as they come (map_jobs returns them in order)

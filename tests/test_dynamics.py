@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-from einops import rearrange
 import pytest
 import torch
+from einops import rearrange
 
-from physfm.nn.tokeniser import Tokeniser
 from physfm.nn.dynamics import NextFrameModel
+from physfm.nn.tokeniser import Tokeniser
 
 
 def _model(fields=1, seed=0):

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from physfm.nn import flow as G
-from physfm.eval import statistics as S
 from physfm.data import spectral
-
+from physfm.eval import statistics as S
+from physfm.nn import flow as G
 
 # -- the flow-matching target and loss ---------------------------------------------------------
 

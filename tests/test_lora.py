@@ -596,8 +596,8 @@ def test_lora_kernel_refuses_dropout_and_the_factored_path():
 
 
 def test_adaptable_names_every_kernel_of_the_tokeniser():
-    from physfm.nn.tokeniser import Tokeniser
     from physfm.nn.lora import adaptable
+    from physfm.nn.tokeniser import Tokeniser
 
     tok = Tokeniser(spatial_dims=2, channels=(4, 8), latent=2, blocks=1, patch=2, time_patch=1, stride=2)
     names = adaptable(tok)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from physfm.nn.layers import count_parameters
-from physfm.nn.pdefm import (PDEFM, FiLM, SpectralToken, matched_transformer_hidden, pdefm_loss,
-                          spectral_l2)
+from physfm.nn.pdefm import PDEFM, FiLM, SpectralToken, matched_transformer_hidden, pdefm_loss, spectral_l2
 
 
 def _model(systems=None, **kw) -> PDEFM:

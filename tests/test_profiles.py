@@ -39,7 +39,7 @@ def test_config_is_read_only():
     with pytest.raises(AttributeError, match="read-only"):
         cfg.n_grid = 4
     with pytest.raises(AttributeError, match="no parameter 'grid'"):
-        cfg.grid
+        _ = cfg.grid
 
 
 def test_lists_from_yaml_become_tuples():

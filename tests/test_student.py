@@ -8,12 +8,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from physfm import student
-
 # nbgrader is the oracle: requirements-student.txt, which requirements-test.txt includes
 from nbgrader.nbgraderformat import MetadataValidator
 from nbgrader.preprocessors import ClearSolutions
 from nbgrader.validator import Validator
+
+from physfm import student
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "book" / "captioned.ipynb"

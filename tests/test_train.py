@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from physfm import training
-from physfm.training.loop import _curves
 from physfm.data import streams
 from physfm.eval import metrics
 from physfm.nn.tokeniser import Tokeniser
+from physfm.training.loop import _curves
 
 
 def _setup(seed=0):

@@ -106,7 +106,7 @@ def provenance(params: Mapping[str, Any], device: torch.device | str) -> dict[st
         "torch_version": str(torch.__version__),
         "physfm_version": str(__version__),
         "python_version": platform.python_version(),
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 

@@ -364,7 +364,7 @@ class WindowStream(_Stream):
         if not strides or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in strides):
             raise ValueError(f"WindowStream: strides must be positive ints, got {strides!r}")
         span = max(strides) * (window - 1) + 1
-        if not 1 <= window or span > frames:
+        if not window >= 1 or span > frames:
             raise ValueError(f"WindowStream: window={window} at stride {max(strides)} spans {span} frames; "
                              f"it must be between 1 and frames={frames}")
         super().__init__([spec], shape=shape, frames=frames, size=size, chunk=chunk, refresh=refresh,

@@ -52,7 +52,17 @@ from physfm.data import streams
 from physfm.data.spec import SystemSpec
 from physfm.eval import forecast
 from physfm.results import atomic_write
-from physfm.runtime import alone, broadcast_object, distributed, gather_objects, is_main_process, map_jobs, rank, source_digest, world_size
+from physfm.runtime import (
+    alone,
+    broadcast_object,
+    distributed,
+    gather_objects,
+    is_main_process,
+    map_jobs,
+    rank,
+    source_digest,
+    world_size,
+)
 
 __all__ = ["Job", "EvalData", "eval_data", "job_dataset", "run_jobs", "checkpoint_path", "inputs_digest", "collect",
            "describe_job", "drop_counts", "STANDARD"]

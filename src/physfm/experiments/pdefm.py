@@ -139,7 +139,6 @@ def _job(job: Job) -> xr.Dataset:
     model = build_model(cfg, {s: fields[s] for s in trained}, backbone=arm.backbone, spectral_token=arm.spectral_token).to(device)
     counts: dict[str, int] = {}
     g = torch.Generator().manual_seed(seed_for("generic", job.seed))
-    gen_seconds = [0.0]
 
     def batches():
         for name, x, coef, dt in mixture_batches(pools, sampler, cfg["batch"], counts):

@@ -240,7 +240,7 @@ class FlexUnpatch(_Flex):
     def forward(self, z: torch.Tensor, stride: int, time_stride: int, frames: int | None = None) -> torch.Tensor:
         self.check_stride(stride, time_stride)
         _check_input(z, self.d, self.c_in, "FlexUnpatch")
-        n, tau, small = z.shape[0], z.shape[2], z.shape[3:]
+        n, tau = z.shape[0], z.shape[2]
         frames = frames if frames is not None else 1 + (tau - 1) * time_stride
         if not (tau - 1) * time_stride + 1 <= frames <= tau * time_stride:
             raise ValueError(f"FlexUnpatch: {tau} latent frames at time stride {time_stride} cannot give {frames} frames")

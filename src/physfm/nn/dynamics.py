@@ -40,9 +40,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from physfm.nn.tokeniser import ResBlock, RMSNorm, Tokeniser
 from physfm.nn.compression import SpatialConv
 from physfm.nn.lora import adaptable, inject_lora
+from physfm.nn.tokeniser import ResBlock, RMSNorm, Tokeniser
 
 __all__ = ["LatentProcessor", "NextFrameModel", "LatentTransform", "SkipScales", "AutoencoderDynamics", "ADAPT"]
 

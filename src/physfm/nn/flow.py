@@ -42,7 +42,6 @@ from torch import nn
 
 from physfm.nn.layers import CONV as _CONV
 
-
 __all__ = [
     "VelocityNet",
     "time_features",

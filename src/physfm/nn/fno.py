@@ -357,7 +357,7 @@ class _Separable:
         return y.view(*batch, *[m.shape[1] for m in self.leading], self.last.shape[1])
 
     @functools.cached_property
-    def adjoint(self) -> "_Separable":
+    def adjoint(self) -> _Separable:
         return _Separable(not self.real_to_complex, self.last.T.contiguous(), [m.conj().resolve_conj() for m in self.leading])
 
 

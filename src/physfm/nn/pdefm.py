@@ -66,10 +66,9 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from physfm.eval.metrics import vrmse
 from physfm.nn.fno import FNODecoder
 from physfm.nn.layers import CONV as _CONV
-from physfm.nn.layers import count_parameters
-from physfm.eval.metrics import vrmse
 from physfm.nn.scan import MambaStack
 
 __all__ = [

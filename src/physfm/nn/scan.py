@@ -203,7 +203,7 @@ def _recurrence_(jobs: list[Job], chunk: int) -> None:
     ``chunk > 1`` runs :func:`_chunked_recurrence_` on each job.
     """
     L = jobs[0][1].shape[0]
-    if chunk > 1 and L > chunk:
+    if chunk > 1 and chunk < L:
         for coef, h, reverse in jobs:
             _chunked_recurrence_(coef, h, chunk, reverse)
         return
