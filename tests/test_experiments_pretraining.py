@@ -16,7 +16,7 @@ def small(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("PHYSFM_CACHE", str(tmp_path_factory.mktemp("cache")))
     cfg = dict(profiles.resolve("pretraining", "smoke"))
-    cfg.update(seeds=(0, 1), dyn_steps=3, pre_steps=2, eval_every=3, map={"compression": ({"latent": 1},)},
+    cfg.update(seeds=(0, 1), dyn_steps=3, pre_steps=2, eval_every=3, map={"compression": ({"latent": 1},), "pre-training": ({"pre_steps": 4},)},
                focus={"latent": 2})
     yield cfg
     mp.undo()
@@ -31,9 +31,9 @@ def runs(small):
 
 def test_every_arm_and_point_in_one_layout(small, runs):
     ds, _ = runs
-    assert list(ds.regime.values) == ["base", "compression: latent=1", "focus: latent=2"]
+    assert list(ds.regime.values) == ["base", "compression: latent=1", "pre-training: pre_steps=4", "focus: latent=2"]
     assert P.focus_regime(small) == "focus: latent=2"
-    assert list(ds.arm.values)[0] == "scratch_equal_compute" and set(ds.arm.values) == set(small["arms"])
+    assert list(ds.arm.values) == list(small["arms"])  # in the preset's order
     assert ds.vrmse.dims == ("regime", "arm", "seed", "eval_step") and ds.vrmse_window.sizes["window"] == small["val_windows"]
     extra = P.equal_compute_steps(small)
     assert extra == -(-small["pre_steps"] * small["pre_batch"] // small["batch"])  # one field, crops of a window
@@ -52,6 +52,21 @@ def test_every_arm_and_point_in_one_layout(small, runs):
     assert ds.pre_vrmse.dims == ("regime", "domain", "pre_eval_step")
     assert ds.attrs["dynamics_step_flops"] > 0 and ds.attrs["pretraining_step_flops"] > 0
     assert "training_drop_rate" in ds.attrs and "drop_rate_validation_navier_stokes" in ds.attrs
+
+
+def test_a_scratch_run_does_not_depend_on_the_pre_training_budget_and_runs_once(small, runs):
+    ds, _ = runs
+    points = P.regimes(small)
+    budget = "pre-training: pre_steps=4"
+    assert P.same_run(P.Job("scratch", 0, regime=budget), points) == P.Job("scratch", 0, regime="base")
+    for arm in ("in_domain_finetuned", "scratch_equal_compute"):  # these depend on the pre-training
+        assert P.same_run(P.Job(arm, 0, regime=budget), points).regime == budget
+    assert P.same_run(P.Job("scratch", 0, regime="compression: latent=1"), points).regime == "compression: latent=1"
+    seed = small["map_seeds"][0]
+    base, point = (ds.vrmse.sel(regime=r, arm="scratch", seed=seed) for r in ("base", budget))
+    np.testing.assert_array_equal(base.values, point.values)
+    assert not np.array_equal(ds.vrmse.sel(regime="base", arm="in_domain_finetuned", seed=seed).values,
+                              ds.vrmse.sel(regime=budget, arm="in_domain_finetuned", seed=seed).values)
 
 
 def test_at_one_seed_every_arm_starts_its_processor_from_the_same_weights(small):

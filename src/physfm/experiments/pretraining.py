@@ -258,7 +258,41 @@ def _share(configs: Mapping[str, dict], tokenisers: Mapping[tuple[str, str], tup
         toks[key] = Tokeniser(config)
         toks[key].load_state_dict(state)
     _SHARED.clear()
-    _SHARED.update(configs=dict(configs), tokenisers=toks, data=data.to(device), device=device, store=(None, {}))
+    _SHARED.update(configs=dict(configs), tokenisers=toks, data=data.to(device), device=device, stores={})
+
+
+#: generated training trajectories kept per process, one store per (trajectories, seed)
+_STORES_KEPT = 3
+
+
+def _store(trajectories: int, seed: int) -> dict:
+    """The generated trajectories of one seed's training data (a fixed set of ``trajectories``, or
+    the stream): every job of that seed in this process reads them instead of generating them
+    again. The most recently used few are kept (the jobs are ordered so that those of one seed
+    follow each other)."""
+    stores = _SHARED["stores"]
+    key = (trajectories, seed)
+    store = stores.pop(key, {})
+    stores[key] = store  # most recent last
+    while len(stores) > _STORES_KEPT:
+        stores.pop(next(iter(stores)))
+    return store
+
+
+def same_run(job: Job, points: Mapping[str, Mapping[str, Any]]) -> Job:
+    """The job whose run is ``job``'s own: a tokeniser that starts at random does not depend on the
+    pre-training budget, so a scratch arm (not the equal-compute one, whose extra steps do) at a
+    point that differs from another only in ``pre_steps`` is the same run, and is run once, at the
+    first such point (the base point where it is one)."""
+    arm = ARMS[job.arm]
+    if arm.tokeniser != "scratch" or arm.equal_compute:
+        return job
+    def key(c):
+        return {k: v for k, v in c.items() if k not in ("pre_steps", "axis")}
+    for r, c in points.items():
+        if key(c) == key(points[job.regime]):
+            return Job(job.arm, job.seed, system=job.system, regime=r)
+    return job
 
 
 def _job(job: Job) -> xr.Dataset:
@@ -275,11 +309,7 @@ def _job(job: Job) -> xr.Dataset:
     model = build(arm, tok, fields, cfg, seed=job.seed).to(device)
     extra = equal_compute_steps(cfg, fields) if arm.equal_compute else 0
     steps = cfg["dyn_steps"] + extra
-    # one seed's generated trajectories are shared by the jobs of that seed in this process
-    key = (cfg["trajectories"], job.seed)
-    if _SHARED["store"][0] != key:
-        _SHARED["store"] = (key, {})
-    stream, loader = _batches(cfg, job.seed, device, _SHARED["store"][1])
+    stream, loader = _batches(cfg, job.seed, device, _store(cfg["trajectories"], job.seed))
     scale = cfg["finetune_lr_scale"] if arm.gentle else 1.0
     groups = [{"params": list(model.processor.parameters())}, {"params": list(model.tokeniser.parameters()), "lr_scale": scale}]
     tc = TrainConfig(steps=steps, lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
@@ -354,12 +384,16 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
             jobs += [Job(a, s, regime=r) for s in cfg["seeds"] for a in cfg["focus_arms"]]
         elif r != "base":
             jobs += [Job(a, s, regime=r) for s in cfg["map_seeds"] for a in cfg["map_arms"]]
-    jobs.sort(key=lambda j: (not ARMS[j.arm].equal_compute, j.regime != "base"))
+    runs = {j: same_run(j, points) for j in jobs}
+    todo = list(dict.fromkeys(runs.values()))
+    # the longest first, so that the workers finish together; then the jobs of one data set together
+    todo.sort(key=lambda j: (not ARMS[j.arm].equal_compute, j.regime != "base", points[j.regime]["trajectories"], j.seed))
     share = (points, shared_toks, data, device)
     if workers == 1:
         _share(*share)
-    results = harness.run_jobs(_job, jobs, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
-                               folder=folder, desc=f"{len(jobs)} dynamics runs", progress=progress)
+    done = harness.run_jobs(_job, todo, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
+                            folder=folder, desc=f"{len(todo)} dynamics runs", progress=progress)
+    results = {j: done[runs[j]] for j in jobs}
     _SHARED.clear()
 
     # 4. one dataset
