@@ -1,5 +1,6 @@
 """Experiments: one module per chapter experiment.
 
+- :mod:`physfm.experiments.harness`      jobs (arm x seed x system x point), held-out data, one result layout
 - :mod:`physfm.experiments.scan`         selectivity, speed and latent dynamics of the selective scan
 - :mod:`physfm.experiments.fno`          operator learning across resolutions, the FNO decoder of latents
 - :mod:`physfm.experiments.pretraining`  does pre-training the tokeniser pay off? (Sotoudeh et al.)

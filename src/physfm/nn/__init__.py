@@ -1,5 +1,6 @@
 """Networks: the layers and models the book builds, each dimension-generic where the concept is.
 
+- :mod:`physfm.nn.layers`       the N-d convolution maps and parameter counts every module shares
 - :mod:`physfm.nn.compression`  causal convolutions with run-time strides (flexible compression)
 - :mod:`physfm.nn.tokeniser`    the autoencoder tokeniser built from compression blocks
 - :mod:`physfm.nn.scan`         the selective scan and the Mamba block
