@@ -50,20 +50,15 @@ DRAWS = re.compile(r"plt\.show\(\)|plt\.subplots|viz\.(show_fields|spectra|volum
 # yet: the browser check skips its caption check on these pages only, and says so. Delete a
 # page from this list once its figures are captioned; an empty list checks captions everywhere.
 CAPTIONS_PENDING: list[str] = [
-    "book/data",
     "book/scan",
     "book/fno",
-    "book/pretraining",
     "book/generating",
 ]
 
 # Problems the check finds in chapters today, each waiting for an edit of its notebook: shown as
 # "known", they do not fail the check. Delete an entry once the chapter is fixed (the check says
 # when a known problem is no longer found); add none without a plan to fix it.
-KNOWN_PROBLEMS: dict[str, list[str]] = {
-    # markdown cell scan-03: \log is a command, and MathJax wants a subscript in braces: A_{\log}
-    "book/scan": ['MathJax error "Missing open brace for subscript" in: A = -e^{A_\\log}'],
-}
+KNOWN_PROBLEMS: dict[str, list[str]] = {}
 
 CHROMIUM_FLAGS = [
     "--headless=new",

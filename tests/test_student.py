@@ -159,3 +159,49 @@ def test_chapters_follow_the_convention(path):
     nb = student.instructor_notebook(nbformat.read(str(path), as_version=4), path.stem)
     MetadataValidator().validate_nb(nb)
     assert not any("{solution}" in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+# chapters whose code exercises are checked below; every chapter with an exercise cell must be listed
+EXERCISE_CHAPTERS = ["data", "metrics", "tokeniser", "compression"]
+
+
+def _exercises_alone(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The chapter's code up to its set-up cell (the one after ``parameters``), then only its
+    exercise and check cells: what the exercises need, without the chapter's experiments."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    parameters = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    out = copy.deepcopy(nb)
+    out.cells = copy.deepcopy(code[: parameters + 2] + [c for c in code[parameters + 2 :] if student.role(c)])
+    return out
+
+
+def test_every_chapter_with_a_code_exercise_is_checked():
+    with_exercises = {p.stem for p in CHAPTERS
+                      if any(student.role(c) == "exercise" for c in nbformat.read(str(p), as_version=4).cells)}
+    assert set(EXERCISE_CHAPTERS) <= with_exercises, f"no code exercise in {sorted(set(EXERCISE_CHAPTERS) - with_exercises)}"
+    assert with_exercises <= set(EXERCISE_CHAPTERS), f"add {sorted(with_exercises - set(EXERCISE_CHAPTERS))} to EXERCISE_CHAPTERS"
+
+
+@pytest.mark.slow
+def test_chapter_exercises_fail_on_the_stub_and_pass_on_the_solution(tmp_path, monkeypatch):
+    """nbgrader hands out each chapter; the checks of its code exercises fail on the stubs it
+    makes and pass on the solutions (run after the chapter's set-up, at the smoke profile)."""
+    monkeypatch.setenv("PHYSFM_PROFILE", "smoke")  # the kernels nbgrader starts inherit it
+    written = student.write_course([ROOT / "book" / f"{name}.ipynb" for name in EXERCISE_CHAPTERS], tmp_path / "course")
+    for name, (source, release) in written.items():
+        versions = {}
+        for version, path in (("source", source), ("release", release)):
+            nb = _exercises_alone(nbformat.read(str(path), as_version=4))
+            out = tmp_path / version / name / f"{name}.ipynb"
+            out.parent.mkdir(parents=True)
+            nbformat.write(nb, str(out))
+            versions[version] = (nb, Validator().validate(str(out)))
+        (source_nb, on_solution), (release_nb, on_stub) = versions["source"], versions["release"]
+        exercises = [c for c in release_nb.cells if student.role(c) == "exercise"]
+        checks = [c.source.strip() for c in release_nb.cells if student.role(c) == "check"]
+        assert exercises and checks, f"{name}: no code exercise"
+        assert all("raise NotImplementedError()" in c.source for c in exercises), f"{name}: an exercise is not a stub"
+        assert not any(student.SOLUTION_BEGIN in c.source for c in exercises), f"{name}: a solution was handed out"
+        assert on_solution == {}, f"{name}: the solution fails its checks: {on_solution}"
+        failed = [f["source"] for f in on_stub.get("failed", [])]
+        assert sorted(failed) == sorted(checks), f"{name}: checks that pass on the stub: {set(checks) - set(failed)}"
