@@ -21,6 +21,9 @@ export VTK_DEFAULT_OPENGL_WINDOW := vtkEGLRenderWindow
 # work, spinning threads steal the time slices of the threads they wait for and torch's small
 # parallel regions (the generator's FFTs) run 20-60x slower (see benchmarks/bench_generator.py)
 export OMP_WAIT_POLICY := PASSIVE
+# a built page keeps what a run prints: one line per finished progress bar, not its redraws
+# (physfm.runtime.progress_bar; in a terminal or a live Jupyter kernel the bars redraw)
+export PHYSFM_PROGRESS := summary
 
 .PHONY: book test lint unit notebooks book-check student bench env test-env student-env clean
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import physfm
+from physfm import runtime
 
 
 def test_device_picks_an_available_one_and_says_which(capsys, monkeypatch):
@@ -71,3 +72,25 @@ def test_map_jobs_keeps_the_order_in_worker_processes_and_names_bad_workers():
     assert map_jobs(_square, range(5), workers=2, progress=False) == [0, 1, 4, 9, 16]
     with pytest.raises(ValueError, match="workers must be a positive int, got 0"):
         map_jobs(_square, [1], workers=0)
+
+
+def test_a_progress_bar_in_a_built_page_prints_one_line_at_the_end(monkeypatch, capsys):
+    monkeypatch.setenv("PHYSFM_PROGRESS", "summary")
+    bar = runtime.progress_bar(5, "training", initial=1)
+    for _ in range(4):
+        bar.update(1)
+    bar.set_postfix(loss="0.25")
+    assert capsys.readouterr().out == ""  # nothing while it runs
+    bar.close()
+    bar.close()
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("training: 5/5 in ") and out[0].endswith("s, loss=0.25")
+    quiet = runtime.progress_bar(3, "quiet", disable=True)
+    quiet.update(3)
+    quiet.close()
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("PHYSFM_PROGRESS", "bar")
+    assert type(runtime.progress_bar(3, "live", disable=True)).__name__ == "tqdm"
+    monkeypatch.setenv("PHYSFM_PROGRESS", "sometimes")
+    with pytest.raises(ValueError, match="PHYSFM_PROGRESS"):
+        runtime.progress_bar(3, "x")

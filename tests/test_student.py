@@ -196,7 +196,7 @@ def test_chapter_exercises_fail_on_the_stub_and_pass_on_the_solution(tmp_path, m
             out.parent.mkdir(parents=True)
             nbformat.write(nb, str(out))
             versions[version] = (nb, Validator().validate(str(out)))
-        (source_nb, on_solution), (release_nb, on_stub) = versions["source"], versions["release"]
+        (_, on_solution), (release_nb, on_stub) = versions["source"], versions["release"]
         exercises = [c for c in release_nb.cells if student.role(c) == "exercise"]
         checks = [c.source.strip() for c in release_nb.cells if student.role(c) == "check"]
         assert exercises and checks, f"{name}: no code exercise"

@@ -29,6 +29,8 @@ import inspect
 import os
 import platform
 import random
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["device", "describe_device", "seed_everything", "seed_for", "map_jobs", "distributed", "is_main_process",
+__all__ = ["device", "describe_device", "seed_everything", "seed_for", "progress_bar", "map_jobs", "distributed", "is_main_process",
            "rank", "world_size", "alone", "launched", "init_distributed", "close_distributed", "barrier",
            "broadcast_object", "gather_objects", "data_parallel", "cache_dir", "code_digest", "source_digest"]
 
@@ -322,6 +324,50 @@ def _start_worker(initializer: Callable[..., None] | None, initargs: Sequence[An
         initializer(*initargs)
 
 
+def _live_bars() -> bool:
+    """Whether progress bars redraw as they go: in a terminal and in a live Jupyter kernel, unless
+    ``PHYSFM_PROGRESS=summary`` (set by ``make book`` and ``make test``, whose pages keep what a run
+    prints); ``PHYSFM_PROGRESS=bar`` forces them."""
+    mode = os.environ.get("PHYSFM_PROGRESS", "")
+    if mode not in ("", "bar", "summary"):
+        raise ValueError(f"PHYSFM_PROGRESS must be 'bar' or 'summary', got {mode!r}")
+    if mode:
+        return mode == "bar"
+    return sys.stdout.isatty() or "ipykernel" in sys.modules
+
+
+class _SummaryBar:
+    """A progress bar that draws nothing while it runs and prints one line when it closes
+    (``desc: n/total in T s, loss=...``): what a built page or a log file should keep."""
+
+    def __init__(self, total: int, desc: str, disable: bool, initial: int):
+        self.total, self.desc, self.disable, self.n = total, desc, disable, initial
+        self.start, self.postfix = time.perf_counter(), ""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, refresh: bool = False, **values: Any) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self) -> None:
+        if not self.disable:
+            tail = f", {self.postfix}" if self.postfix else ""
+            print(f"{self.desc}: {self.n}/{self.total} in {time.perf_counter() - self.start:.0f} s{tail}", flush=True)
+            self.disable = True
+
+
+def progress_bar(total: int, desc: str, *, disable: bool = False, initial: int = 0):
+    """A progress bar over ``total`` steps: a live tqdm bar in a terminal or a Jupyter kernel, one
+    line at the end elsewhere (a built page, a log; see ``PHYSFM_PROGRESS``). It has tqdm's
+    ``update``, ``set_postfix`` and ``close``."""
+    if not _live_bars():
+        return _SummaryBar(total, desc, disable, initial)
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=disable, file=sys.stdout, mininterval=2.0, ncols=100)
+
+
 def map_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int = 1,
              initializer: Callable[..., None] | None = None, initargs: Sequence[Any] = (),
              desc: str = "jobs", progress: bool = True) -> list[Any]:
@@ -337,12 +383,10 @@ def map_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int = 1,
     Raises:
         ValueError: ``workers`` is not a positive int.
     """
-    from tqdm import tqdm
-
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"map_jobs: workers must be a positive int, got {workers!r}")
     jobs = list(jobs)
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress, mininterval=5.0, ncols=100)
+    bar = progress_bar(len(jobs), desc, disable=not progress)
     out = []
     if workers == 1 or len(jobs) <= 1:
         if initializer is not None:

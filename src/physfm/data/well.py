@@ -664,7 +664,7 @@ def write_well(
     coefficients are per-trajectory scalars (``scalars/<name>``, shape ``(B,)``). Returns ``path``.
     """
     if isinstance(data, Trajectories):
-        if len(splits) != 3 or any(not 0 <= s for s in splits) or not np.isclose(sum(splits), 1.0):
+        if len(splits) != 3 or any(s < 0 for s in splits) or not np.isclose(sum(splits), 1.0):
             raise ValueError(f"write_well: splits must be three fractions (train, valid, test) adding up to 1, got {splits!r}")
         b = data.data.shape[0]
         n_valid, n_test = (max(1, round(b * f)) if f > 0 else 0 for f in splits[1:])
@@ -717,7 +717,7 @@ def write_well(
         step = per_file or (rows.stop - rows.start)
         for k, lo in enumerate(range(rows.start, rows.stop, step)):
             chunk = slice(lo, min(lo + step, rows.stop))
-            atomic_write(root / "data" / s / f"{name}_{k:03d}.hdf5", lambda tmp: _write_file(tmp, t, chunk, name, vectors))
+            atomic_write(root / "data" / s / f"{name}_{k:03d}.hdf5", lambda tmp, t=t, chunk=chunk: _write_file(tmp, t, chunk, name, vectors))
     _write_stats(root)
     return root
 
@@ -778,7 +778,7 @@ def subsample(
         for p in paths:
             wf = WellFile.read(p)
             n = min(per_file, wf.n_trajectories)
-            atomic_write(target / "data" / s / p.name, lambda tmp: _subsample_file(p, tmp, wf, n, space_stride, time_stride))
+            atomic_write(target / "data" / s / p.name, lambda tmp, p=p, wf=wf, n=n: _subsample_file(p, tmp, wf, n, space_stride, time_stride))
     _write_stats(target)
     return target
 

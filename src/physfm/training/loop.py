@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -62,11 +61,10 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import nn
-from tqdm import tqdm
 
 from physfm.data.spectral import BANDS
 from physfm.results import atomic_write
-from physfm.runtime import broadcast_object, distributed, gather_objects, is_main_process, rank, world_size
+from physfm.runtime import broadcast_object, distributed, gather_objects, is_main_process, progress_bar, rank, world_size
 
 __all__ = ["TrainConfig", "train"]
 
@@ -276,8 +274,7 @@ def train(
     start_time = time.perf_counter()
     if step == 0:
         run_eval()
-    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not (progress and main),
-               file=sys.stdout, mininterval=5.0 if sys.stdout.isatty() else 30.0, ncols=100, leave=True)
+    bar = progress_bar(config.steps, desc, disable=not (progress and main), initial=step)
     model.train()
     world = world_size() if collective else 1
     while step < config.steps:
