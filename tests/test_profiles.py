@@ -128,3 +128,31 @@ def test_parameter_files_resolve_to_their_preset(chapter, profile):
     assert cfg.profile == profile
     preset = {**PRESETS[chapter][profile], "seed": 0}
     assert {k: cfg[k] for k in preset} == preset, f"{path.relative_to(ROOT)} overrides its preset"
+
+
+def _gpu_budget():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_budget", ROOT / "benchmarks" / "gpu_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_estimate_is_of_these_presets_within_budget_and_shown_in_the_docs():
+    """``benchmarks/gpu_budget.json`` was made from the gpu and paper presets as they are now,
+    puts every chapter's gpu profile within 8 minutes and 40 GB, and its table is the one
+    ``README.md`` and ``book/running.md`` show."""
+    import json
+
+    budget = _gpu_budget()
+    estimate = json.loads((ROOT / "benchmarks" / "gpu_budget.json").read_text())
+    assert estimate["presets_digest"] == budget.presets_digest(estimate["chapters"]), (
+        "the gpu or paper presets changed since benchmarks/gpu_budget.json was made: "
+        "run PYTHONPATH=src python benchmarks/gpu_budget.py and update the tables in README.md and book/running.md")
+    for chapter, row in estimate["chapters"].items():
+        assert row["gpu"]["minutes"] <= budget.BUDGET_MIN, f"{chapter}: {row['gpu']['minutes']:.1f} min at gpu"
+        assert row["gpu"]["peak_gb"] <= 40, f"{chapter}: {row['gpu']['peak_gb']:.1f} GB at gpu"
+    table = budget.markdown_table(estimate)
+    for doc in ("README.md", "book/running.md"):
+        assert table in (ROOT / doc).read_text(), f"{doc}: its GPU table is not that of benchmarks/gpu_budget.json"
