@@ -19,7 +19,7 @@ couple of CPU hours; ``--scale`` multiplies them.
 ``git show <ref>:src/physfm/data/pde.py``, on the same draws (same seeds, so the same
 coefficients and initial states), for a before/after table.
 
-    python benchmarks/drop_rates.py [--profiles smoke cpu gpu] [--version after|before] [--ref main]
+    python benchmarks/drop_rates.py [--profiles smoke cpu gpu paper] [--version after|before] [--ref main]
                                     [--out runs/drop_rates.json] [--workers 2] [--scale 1.0]
     python benchmarks/drop_rates.py --table benchmarks/drop_rates.json   # print the table only
 
@@ -70,7 +70,7 @@ def _key(system: str, shape: tuple, ranges: dict, options: dict) -> str:
     return f"{system} {'x'.join(map(str, shape))}" + (f" [{r}]" if r else "") + (f" ({o})" if o else "")
 
 
-def preset_cases(profiles=("smoke", "cpu", "gpu")) -> dict[str, dict]:
+def preset_cases(profiles=("smoke", "cpu", "gpu", "paper")) -> dict[str, dict]:
     """Every generator call the presets make: key -> {system, shape, frames, ranges, options, used_by}.
 
     The chapters' notebooks decide how their presets turn into generator calls; this mirrors
@@ -253,7 +253,7 @@ def table(store: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profiles", nargs="+", default=["smoke", "cpu", "gpu"])
+    parser.add_argument("--profiles", nargs="+", default=["smoke", "cpu", "gpu", "paper"])
     parser.add_argument("--version", choices=("after", "before"), default="after")
     parser.add_argument("--ref", default="main", help="the commit whose generator 'before' runs")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "drop_rates.json")

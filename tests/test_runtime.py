@@ -38,7 +38,8 @@ def test_the_cpu_profiles_run_on_the_cpu_even_with_an_accelerator(monkeypatch, c
     for profile in ("smoke", "cpu"):
         assert physfm.device(profile) == torch.device("cpu")
     assert "numbers are the CPU's" in capsys.readouterr().out
-    assert physfm.device("gpu", verbose=False) == torch.device("cuda")
+    for profile in ("gpu", "paper"):
+        assert physfm.device(profile, verbose=False) == torch.device("cuda")
 
 
 def test_an_accelerator_profile_refuses_a_machine_without_one(monkeypatch):

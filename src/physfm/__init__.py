@@ -9,7 +9,7 @@ Components are grouped by kind, experiments kept apart from them; each module ho
 - :mod:`physfm.eval`         VRMSE and spectral error (The Well's definitions), sample statistics
 - :mod:`physfm.training`     the training loop, the model cache, tokeniser pre-training
 - :mod:`physfm.experiments`  one module per chapter experiment
-- :mod:`physfm.profiles`     smoke / cpu / gpu presets for every chapter
+- :mod:`physfm.profiles`     smoke / cpu / gpu / paper presets for every chapter
 - :mod:`physfm.results`      NetCDF results with provenance, written atomically
 - :mod:`physfm.runtime`      device choice, seeding, worker processes
 - :mod:`physfm.viz`          the book's figures

@@ -4,7 +4,7 @@ Two commands, each the same on one process and under ``torchrun`` (one process p
 
     python -m physfm.training pretrain data_recipes/params/tokeniser/gpu.yaml
     python -m physfm.training run pretraining -f data_recipes/params/pretraining/gpu.yaml
-    torchrun --standalone --nproc_per_node=8 -m physfm.training run pdefm -f data_recipes/params/pdefm/gpu.yaml
+    torchrun --standalone --nproc_per_node=8 -m physfm.training run pdefm -f data_recipes/params/pdefm/paper.yaml
 
 ``pretrain`` trains the tokenisers a chapter needs into the model cache
 (:func:`physfm.training.pretrain_tokeniser`; the ranks train each one together with

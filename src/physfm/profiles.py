@@ -1,8 +1,8 @@
-"""Named presets for every chapter: ``smoke``, ``cpu`` and ``gpu``.
+"""Named presets for every chapter: ``smoke``, ``cpu``, ``gpu`` and ``paper``.
 
 Every chapter notebook starts with one cell tagged ``parameters`` holding plain literals::
 
-    profile = "cpu"   # smoke | cpu | gpu
+    profile = "cpu"   # smoke | cpu | gpu | paper
     seed = 0
     n_grid = None     # None: take the profile's value
 
@@ -15,8 +15,15 @@ profile   what it is for                              budget
 ========  ==========================================  =============================
 smoke     tests and CI                                < 60 s per chapter, 2 CPU cores
 cpu       the rendered book, a student's laptop       < 8 min per chapter, 2 CPU cores
-gpu       paper scale, through papermill on one GPU   hours
+gpu       the same experiments, larger, on one GPU    < 8 min per chapter, one H100
+paper     the papers' budgets, on one GPU             hours to days
 ========  ==========================================  =============================
+
+``gpu`` keeps ``paper``'s scientific shape (the same arms, map axes and systems) with fewer
+steps, seeds and map points and smaller grids; its budget is an estimate, not a measurement
+(``benchmarks/gpu_budget.py``: FLOPs, kernels and bytes of a step, counted on the CPU, priced at
+a conservative sustained throughput of an H100). ``paper`` holds the papers' step counts, e.g.
+10,500 dynamics steps in the pre-training chapter (Sotoudeh et al.).
 
 Setting the environment variable ``PHYSFM_PROFILE`` forces a profile whatever the notebook
 says; the test suite uses it to run every chapter at ``smoke`` without editing a notebook.
@@ -33,14 +40,14 @@ from typing import Any
 
 __all__ = ["PROFILES", "PRESETS", "Config", "resolve", "chapters", "ENV_VAR"]
 
-PROFILES = ("smoke", "cpu", "gpu")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 ENV_VAR = "PHYSFM_PROFILE"
 
 # Every chapter takes a seed; it is added to every preset below.
 _COMMON: dict[str, Any] = {"seed": 0}
 
 # One entry per chapter, named after its notebook (book/<chapter>.ipynb). Each profile lists
-# every parameter: a test checks that the three profiles of a chapter have the same names and
+# every parameter: a test checks that the profiles of a chapter have the same names and
 # types, so an override that is valid for one profile is valid for all.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "data": {
@@ -49,7 +56,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # crop: side of the tokeniser crops shown from the stream.
         "smoke": {"grid": 32, "frames": 5, "volume": 16, "batch": 2, "crop": 16},
         "cpu": {"grid": 64, "frames": 9, "volume": 32, "batch": 8, "crop": 32},
-        "gpu": {"grid": 256, "frames": 17, "volume": 96, "batch": 64, "crop": 64},
+        "gpu": {"grid": 128, "frames": 17, "volume": 64, "batch": 32, "crop": 64},
+        "paper": {"grid": 256, "frames": 17, "volume": 96, "batch": 64, "crop": 64},
     },
     "tokeniser": {
         # the pre-training recipe (physfm.training.pretrain_tokeniser) and what the chapter evaluates
@@ -70,6 +78,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "gpu": {
             "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
+            "grid": 128, "frames": 17, "crop": 64, "crop_t": 5, "buffer": 128, "refresh": 0.125, "refresh_every": 512,
+            "channels": (16, 64), "latent": 8, "blocks": 2, "patch": 4, "time_patch": 4,
+            "strides": (1, 2, 4), "time_strides": (1, 2, 4), "steps": 1800, "batch": 16, "lr": 2e-3, "warmup": 50,
+            "eval_every": 250, "val_crops": 128, "eval_crops": 64, "volume": 32, "steps_3d": 1000,
+        },
+        "paper": {
+            "systems": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
             "grid": 128, "frames": 33, "crop": 64, "crop_t": 9, "buffer": 512, "refresh": 0.125, "refresh_every": 512,
             "channels": (32, 128), "latent": 8, "blocks": 4, "patch": 4, "time_patch": 4,
             "strides": (1, 2, 4), "time_strides": (1, 2, 4), "steps": 20000, "batch": 64, "lr": 1e-3, "warmup": 500,
@@ -81,7 +96,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # The flexible tokeniser itself is the "tokeniser" chapter's, at the same profile.
         "smoke": {"eval_crops": 4, "fixed_steps": 4},
         "cpu": {"eval_crops": 24, "fixed_steps": 300},
-        "gpu": {"eval_crops": 128, "fixed_steps": 5000},
+        "gpu": {"eval_crops": 64, "fixed_steps": 2000},
+        "paper": {"eval_crops": 128, "fixed_steps": 5000},
     },
     "pretraining": {
         # target: the system the dynamics model learns; systems: every system (name -> generator
@@ -131,6 +147,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "gpu": {
             "target": "navier_stokes",
+            "systems": {"navier_stokes": {"ranges": {"nu": (0.003, 0.015)}, "interval": 0.5}, "diffusion": {},
+                        "advection_diffusion": {}, "burgers": {}, "kuramoto_sivashinsky": {}, "gray_scott": {}},
+            "grid": 64, "frames": 17, "window": 5, "buffer": 32, "refresh": 0.03125, "channels": (16, 64), "latent": 8,
+            "blocks": 2, "patch": 4, "stride": 4, "width": 64, "processor_blocks": 3, "pre_steps": 300, "pre_batch": 8,
+            "dyn_steps": 160, "batch": 8, "lr": 2e-3, "warmup": 20, "finetune_lr_scale": 0.1, "eval_every": 25,
+            "val_windows": 32, "seeds": (0, 1), "pretrain_seed": 0, "context": 4, "rollout_steps": 12, "val_rollouts": 32,
+            "trajectories": 0,
+            "arms": ("scratch", "scratch_slow", "in_domain_finetuned", "in_domain_full_lr", "in_domain_frozen",
+                     "cross_domain_finetuned", "cross_domain_frozen", "scratch_equal_compute"),
+            "map": {"compression": ({"latent": 2}, {"latent": 1, "patch": 8, "stride": 8}),
+                    "capacity": ({"width": 32}, {"channels": (8, 32)}),
+                    "data": ({"trajectories": 8},),
+                    "pre-training": ({"pre_steps": 100}, {"pre_steps": 600})},
+            "focus": {"latent": 2, "pre_steps": 600},
+            "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0,),
+            "focus_arms": ("scratch", "in_domain_finetuned", "in_domain_frozen", "cross_domain_finetuned", "scratch_equal_compute"),
+            "workers": 1,
+        },
+        "paper": {
+            "target": "navier_stokes",
             "systems": {"navier_stokes": {"ranges": {"nu": (0.002, 0.01)}, "interval": 0.5}, "diffusion": {},
                         "advection_diffusion": {}, "burgers": {}, "kuramoto_sivashinsky": {}, "gray_scott": {}},
             "grid": 128, "frames": 33, "window": 9, "buffer": 512, "refresh": 0.125, "channels": (32, 128), "latent": 8,
@@ -171,6 +207,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "rollout_steps": 12, "val_rollouts": 8, "workers": 2,
         },
         "gpu": {
+            "seen": "kuramoto_sivashinsky",
+            "arms": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips", "lora_transform", "lora_skips"),
+            "rank": 8, "width": 32, "transform_blocks": 2, "train_trajectories": 64, "dyn_steps": 300, "batch": 16,
+            "lr": 5e-3, "warmup": 30, "eval_every": 50, "seeds": (0, 1, 2), "val_windows": 64, "context": 4,
+            "rollout_steps": 12, "val_rollouts": 32, "workers": 1,
+        },
+        "paper": {
             "seen": "kuramoto_sivashinsky",
             "arms": ("frozen", "lora_transform_skips", "full", "lora", "transform", "skips", "lora_transform", "lora_skips"),
             "rank": 16, "width": 64, "transform_blocks": 2, "train_trajectories": 256, "dyn_steps": 5000, "batch": 32,
@@ -214,6 +257,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "systems": {"diffusion": {}, "advection_diffusion": {}, "burgers": {}, "kuramoto_sivashinsky": {},
                         "gray_scott": {}, "navier_stokes": {"interval": 0.25, "ranges": {"nu": (0.003, 0.015)}}},
             "sizes": (800, 400, 400, 100, 200, 100), "temperature": 3.0,
+            "grid": 64, "frames": 17, "pool": 64, "chunk": 8, "refresh_every": 256,
+            "window": 9, "strides": (1, 2), "width": 16, "dim": 64, "patch": 4, "spectral_modes": 8, "n_coefficients": 3,
+            "layers": 2, "d_state": 16, "decoder_width": 32, "decoder_modes": 12, "decoder_blocks": 1, "heads": 4, "embed": 16,
+            "steps": 300, "batch": 16, "lr": 2e-3, "warmup": 30, "eval_every": 50, "generic_fraction": 0.2,
+            "spectral_weight": 0.1, "seeds": (0, 1),
+            "held_out": ("diffusion", "advection_diffusion", "burgers", "kuramoto_sivashinsky", "gray_scott", "navier_stokes"),
+            "val_trajectories": 16, "context": 4, "rollout_steps": 8, "timing_lengths": (16, 64, 256, 1024, 4096),
+            "timing_batch": 16, "workers": 1,
+        },
+        "paper": {
+            "systems": {"diffusion": {}, "advection_diffusion": {}, "burgers": {}, "kuramoto_sivashinsky": {},
+                        "gray_scott": {}, "navier_stokes": {"interval": 0.25, "ranges": {"nu": (0.003, 0.015)}}},
+            "sizes": (800, 400, 400, 100, 200, 100), "temperature": 3.0,
             "grid": 64, "frames": 33, "pool": 256, "chunk": 16, "refresh_every": 512,
             "window": 17, "strides": (1, 2), "width": 32, "dim": 128, "patch": 4, "spectral_modes": 8, "n_coefficients": 3,
             "layers": 4, "d_state": 16, "decoder_width": 64, "decoder_modes": 16, "decoder_blocks": 2, "heads": 4, "embed": 16,
@@ -247,6 +303,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "gpu": {
             "lengths": (256, 1024, 4096, 16384), "repeats": 5,
+            "hold_length": 256, "hold_steps": 2000, "hold_batch": 64, "hold_width": 32, "hold_state": 16, "hold_lr": 3e-3,
+            "hold_marks": 0.1,
+            "grid": 128, "frames": 65, "modes": 16, "n_train": 1024, "n_val": 128,
+            "dyn_steps": 2000, "dyn_batch": 32, "dyn_width": 128, "dyn_layers": 3, "dyn_state": 16, "dyn_lr": 2e-3, "context": 32,
+        },
+        "paper": {
+            "lengths": (256, 1024, 4096, 16384), "repeats": 5,
             "hold_length": 512, "hold_steps": 5000, "hold_batch": 128, "hold_width": 32, "hold_state": 16, "hold_lr": 3e-3,
             "hold_marks": 0.1,
             "grid": 256, "frames": 129, "modes": 32, "n_train": 4096, "n_val": 256,
@@ -264,7 +327,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {"grid": 32, "n_train": 256, "n_test": 16, "width": 24, "modes": 10, "blocks": 3, "batch": 16, "steps": 400,
                 "decoder_crops": 96, "decoder_test": 24, "decoder_trajectories": 2, "decoder_modes": 8, "decoder_width": 24,
                 "decoder_steps": 300},
-        "gpu": {"grid": 64, "n_train": 4096, "n_test": 64, "width": 64, "modes": 16, "blocks": 4, "batch": 64, "steps": 10000,
+        "gpu": {"grid": 64, "n_train": 1024, "n_test": 64, "width": 32, "modes": 16, "blocks": 4, "batch": 32, "steps": 3000,
+                "decoder_crops": 512, "decoder_test": 128, "decoder_trajectories": 8, "decoder_modes": 16, "decoder_width": 32,
+                "decoder_steps": 2000},
+        "paper": {"grid": 64, "n_train": 4096, "n_test": 64, "width": 64, "modes": 16, "blocks": 4, "batch": 64, "steps": 10000,
                 "decoder_crops": 2048, "decoder_test": 512, "decoder_trajectories": 16, "decoder_modes": 16, "decoder_width": 64,
                 "decoder_steps": 5000},
     },
@@ -279,7 +345,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "width": 8, "blocks": 1, "steps": 4, "batch": 4, "lr": 2e-3, "warmup": 1, "sample_steps": 2, "method": "heun"},
         "cpu": {"system": "gray_scott", "field": "v", "grid": 64, "frames": 9, "n_train": 96, "n_eval": 96, "stride": 4,
                 "width": 32, "blocks": 4, "steps": 1200, "batch": 32, "lr": 2e-3, "warmup": 50, "sample_steps": 24, "method": "heun"},
-        "gpu": {"system": "gray_scott", "field": "v", "grid": 128, "frames": 17, "n_train": 2048, "n_eval": 512, "stride": 4,
+        "gpu": {"system": "gray_scott", "field": "v", "grid": 128, "frames": 17, "n_train": 512, "n_eval": 256, "stride": 4,
+                "width": 64, "blocks": 4, "steps": 4000, "batch": 64, "lr": 2e-3, "warmup": 200, "sample_steps": 32, "method": "heun"},
+        "paper": {"system": "gray_scott", "field": "v", "grid": 128, "frames": 17, "n_train": 2048, "n_eval": 512, "stride": 4,
                 "width": 128, "blocks": 8, "steps": 50000, "batch": 128, "lr": 1e-3, "warmup": 1000, "sample_steps": 64, "method": "heun"},
     },
     "metrics": {
@@ -287,7 +355,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # of the statistics figures; shifts: the shifts (in cells) of the shift experiment.
         "smoke": {"n_grid": 32, "n_samples": 2, "shifts": (0, 1, 2, 4)},
         "cpu": {"n_grid": 128, "n_samples": 32, "shifts": (0, 1, 2, 3, 4, 6, 8, 12, 16)},
-        "gpu": {"n_grid": 512, "n_samples": 256, "shifts": (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)},
+        "gpu": {"n_grid": 512, "n_samples": 128, "shifts": (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)},
+        "paper": {"n_grid": 512, "n_samples": 256, "shifts": (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)},
     },
 }
 
@@ -355,7 +424,8 @@ def resolve(chapter: str, profile: str = "cpu", **overrides: Any) -> Config:
 
     Args:
         chapter: the chapter's name, as in ``book/<chapter>.ipynb``.
-        profile: ``"smoke"``, ``"cpu"`` or ``"gpu"``; ignored when ``PHYSFM_PROFILE`` is set.
+        profile: one of :data:`PROFILES` (``"smoke"``, ``"cpu"``, ``"gpu"``, ``"paper"``); ignored
+            when ``PHYSFM_PROFILE`` is set.
         **overrides: parameter values that replace the preset's.
 
     Raises:

@@ -8,7 +8,7 @@ temporary file in the same folder, then renamed, so an interrupted run never lea
 half-written result behind.
 
 Where results go (:func:`path_for`): ``results/<chapter>/<profile>.nc`` in the repository for
-the ``cpu`` and ``gpu`` profiles (small files, committed with their provenance), and
+the ``cpu``, ``gpu`` and ``paper`` profiles (small files, committed with their provenance), and
 ``_build/smoke-results/`` for ``smoke`` runs, which are never committed. The environment variable
 ``PHYSFM_RESULTS`` moves the whole tree elsewhere.
 """
