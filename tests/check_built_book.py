@@ -49,11 +49,7 @@ DRAWS = re.compile(r"plt\.show\(\)|plt\.subplots|viz\.(show_fields|spectra|volum
 # Pages (paths in the build, without ".html") whose figures do not all have captions and alt text
 # yet: the browser check skips its caption check on these pages only, and says so. Delete a
 # page from this list once its figures are captioned; an empty list checks captions everywhere.
-CAPTIONS_PENDING: list[str] = [
-    "book/scan",
-    "book/fno",
-    "book/generating",
-]
+CAPTIONS_PENDING: list[str] = []
 
 # Problems the check finds in chapters today, each waiting for an edit of its notebook: shown as
 # "known", they do not fail the check. Delete an entry once the chapter is fixed (the check says
