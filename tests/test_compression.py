@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from physfm.nn.compression import (BOUNDARY_PADDING, CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv, latent_frames, pad,
+from physfm.nn.compression import (BOUNDARY_PADDING, CausalTimeConv, boundary_distance, FlexPatch, FlexUnpatch, SpatialConv, latent_frames, pad,
                                    padding_for, padding_modes, padding_of, set_padding)
 
 torch.manual_seed(0)
@@ -244,3 +244,19 @@ def test_boundary_conditions_map_to_paddings():
 def test_bad_padding_is_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_boundary_distance_counts_cells_to_the_nearest_non_periodic_edge():
+    d = boundary_distance((5, 4), [("symmetric", "replicate"), "circular"])
+    assert torch.equal(d[:, 0], torch.tensor([0.0, 1, 2, 1, 0])) and torch.equal(d, d[:, :1].expand(5, 4))
+    d = boundary_distance((6, 5), [("circular", "circular"), ("zeros", "symmetric")])
+    assert torch.equal(d[0], torch.tensor([0.0, 1, 2, 1, 0]))
+    d = boundary_distance((6, 6), "symmetric")
+    assert d[2, 3] == 2 and d[0, 3] == 0 and d.max() == 2
+    assert torch.isinf(boundary_distance((4,), "circular")).all()
+    # a convolution's output differs between two paddings only within its radius of such an edge
+    conv = SpatialConv(1, 1, 5, spatial_dims=2)
+    x = torch.randn(1, 1, 1, 12, 9)
+    changed = (conv(x) - conv.set_padding(["replicate", "circular"])(x)).abs()[0, 0, 0] > 0
+    far = boundary_distance((12, 9), conv.padding) >= 2
+    assert not changed[far].any() and changed[~far].all()

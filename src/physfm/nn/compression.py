@@ -58,7 +58,7 @@ conditions to modes, :func:`padding_for` a data set's boundaries to a padding:
 
 - ``periodic`` -> ``"circular"``: the values beyond the edge *are* those of the other side;
 - ``wall`` -> ``"symmetric"``: the half-sample mirror :math:`x_{-1-j} = x_j`, the ghost cells of
-  a solid wall in a cell-centred finite-volume code (LeVeque 2002, section 7.3) and the exact
+  a solid wall in a cell-centred finite-volume code (LeVeque 2002, chapter 7) and the exact
   continuation of a field with zero normal derivative at the wall (no flux; a cell-centred grid
   has its wall on a cell face, so the mirror repeats the edge cell). The normal velocity at a
   wall is mirrored with the opposite sign; a single-channel tokeniser does not know which
@@ -66,7 +66,7 @@ conditions to modes, :func:`padding_for` a data set's boundaries to a padding:
   tangential velocity, concentrations);
 - ``open`` -> ``"replicate"``: the edge value held constant beyond the edge, zero-order
   extrapolation, the outflow (transmissive) ghost cells of the same codes (LeVeque 2002,
-  section 7.2.1): a field that leaves the box is continued without inventing structure.
+  chapter 7): a field that leaves the box is continued without inventing structure.
 
 Zero padding, the usual choice of image networks, is available (``"zeros"``) but not mapped: for
 a normalised field it puts the mean beyond every edge, a jump that a tokeniser pre-trained on
@@ -87,7 +87,8 @@ from einops import einsum, rearrange
 from torch import nn
 
 __all__ = ["SpatialConv", "CausalTimeConv", "FlexPatch", "FlexUnpatch", "check_frames", "latent_frames",
-           "PADDING_MODES", "BOUNDARY_PADDING", "padding_modes", "padding_for", "pad", "set_padding", "padding_of"]
+           "PADDING_MODES", "BOUNDARY_PADDING", "padding_modes", "padding_for", "pad", "set_padding", "padding_of",
+           "boundary_distance"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -272,6 +273,25 @@ class SpatialConv(nn.Module):
     def extra_repr(self) -> str:
         pads = "" if all(m == ("circular", "circular") for m in self.padding) else f", padding={self.padding}"
         return f"{self.c_in}, {self.c_out}, kernel={self.k}, spatial_dims={self.d}{pads}"
+
+
+def boundary_distance(shape: Sequence[int], padding: Padding) -> torch.Tensor:
+    """Cells from every grid point to the nearest edge that is not periodic: ``(*shape)``, float,
+    ``inf`` where every axis is circular. Along an axis of ``n`` cells, cell ``j`` is ``j`` cells
+    from the low edge and ``n - 1 - j`` from the high one (the edge cells are at 0); a side
+    padded circularly is no edge. Where the padding of a model matters: a convolution of radius
+    ``r`` sees the padded values only from points less than ``r`` cells from such an edge."""
+    shape = tuple(int(n) for n in shape)
+    modes = padding_modes(padding, len(shape), "boundary_distance")
+    out = torch.full(shape, math.inf)
+    for axis, (n, (lo, hi)) in enumerate(zip(shape, modes)):
+        j = torch.arange(n, dtype=torch.float32)
+        view = [1] * len(shape)
+        view[axis] = n
+        for side, dist in (("low", j), ("high", n - 1 - j)):
+            if (lo if side == "low" else hi) != "circular":
+                out = torch.minimum(out, dist.reshape(view).expand(shape))
+    return out
 
 
 def set_padding(module: nn.Module, padding: Padding | Mapping[str, Sequence[str]]) -> nn.Module:
