@@ -45,9 +45,10 @@ $(VENV)/.test-installed: $(VENV)/.student-installed requirements-test.txt
 
 # Jupyter Book's execution cache is keyed by the notebooks' cells only: it is emptied whenever the
 # library or the requirements changed since the last build, so a page never shows stale outputs
+# PHYSFM_RUNS: every experiment saves each finished run there, so an interrupted build resumes
 book: env
 	$(BIN)/python -m physfm.book invalidate _build
-	$(BIN)/jupyter-book build --all .
+	PHYSFM_RUNS=$(CURDIR)/_build/runs $(BIN)/jupyter-book build --all .
 	$(BIN)/python tests/check_built_book.py --browser-if-found _build/html
 	@echo
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"

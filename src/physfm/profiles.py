@@ -114,17 +114,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         # on a 32^2 grid the default 12 pi box under-resolves Kuramoto-Sivashinsky
                         "kuramoto_sivashinsky": {"length": 8 * 3.141592653589793}},
             "grid": 32, "frames": 17, "window": 5, "buffer": 32, "refresh": 0.0625, "channels": (8, 32), "latent": 8,
-            "blocks": 1, "patch": 4, "stride": 4, "width": 64, "processor_blocks": 3, "pre_steps": 300, "pre_batch": 16,
-            "dyn_steps": 300, "batch": 8, "lr": 2e-3, "warmup": 30, "finetune_lr_scale": 0.1, "eval_every": 25,
+            "blocks": 1, "patch": 4, "stride": 4, "width": 64, "processor_blocks": 3, "pre_steps": 300, "pre_batch": 8,
+            "dyn_steps": 150, "batch": 8, "lr": 2e-3, "warmup": 20, "finetune_lr_scale": 0.1, "eval_every": 25,
             "val_windows": 32, "seeds": (0, 1, 2), "pretrain_seed": 0, "context": 4, "rollout_steps": 12, "val_rollouts": 16,
             "trajectories": 0,
             "arms": ("scratch", "scratch_slow", "in_domain_finetuned", "in_domain_full_lr", "in_domain_frozen",
                      "cross_domain_finetuned", "cross_domain_frozen", "scratch_equal_compute"),
-            "map": {"compression": ({"latent": 4}, {"latent": 2}, {"latent": 1}, {"latent": 1, "patch": 8, "stride": 8}),
-                    "capacity": ({"channels": (4, 16)}, {"channels": (16, 64)}),
-                    "data": ({"trajectories": 4}, {"trajectories": 16}),
+            "map": {"compression": ({"latent": 2}, {"latent": 1}, {"latent": 1, "patch": 8, "stride": 8}),
+                    "capacity": ({"width": 32}, {"channels": (4, 16)}),
+                    "data": ({"trajectories": 4},),
                     "pre-training": ({"pre_steps": 100}, {"pre_steps": 1000})},
-            "focus": {"latent": 2, "pre_steps": 1000},
+            "focus": {"latent": 2, "pre_steps": 600},
             "map_arms": ("scratch", "in_domain_finetuned", "cross_domain_finetuned"), "map_seeds": (0, 1),
             "focus_arms": ("scratch", "in_domain_finetuned", "in_domain_frozen", "cross_domain_finetuned", "scratch_equal_compute"),
             "workers": 2,
@@ -225,45 +225,55 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "scan": {
-        # lengths/repeats: the timing figure; hold_*: the selective-hold toy (each of the two
-        # models: selective and LTI), width/state of its Mamba block; grid/frames/modes: the 1D
-        # advection-diffusion trajectories and the Fourier modes kept as latent; n_train/n_val:
-        # trajectories; dyn_*: the latent-dynamics model and its training; context: frames
-        # seen before the autoregressive rollout.
+        # lengths/repeats: the timing figure; hold_*: the selective-hold task (sequence length,
+        # training steps, batch, width and state of the Mamba block of each of the two models,
+        # selective and LTI, learning rate, probability that a step is marked); grid/frames/modes:
+        # the 1D advection-diffusion trajectories and the Fourier modes kept as latent;
+        # n_train/n_val: trajectories; dyn_*: the latent-dynamics model (width, Mamba layers and
+        # state) and its training; context: frames seen before the autoregressive rollout.
         "smoke": {
             "lengths": (32, 64), "repeats": 1,
-            "hold_length": 32, "hold_steps": 8, "hold_batch": 8, "hold_width": 16, "hold_state": 8,
+            "hold_length": 32, "hold_steps": 8, "hold_batch": 8, "hold_width": 16, "hold_state": 8, "hold_lr": 3e-3,
+            "hold_marks": 0.1,
             "grid": 32, "frames": 9, "modes": 4, "n_train": 16, "n_val": 8,
-            "dyn_steps": 8, "dyn_batch": 8, "dyn_width": 16, "dyn_layers": 1, "context": 4,
+            "dyn_steps": 8, "dyn_batch": 8, "dyn_width": 16, "dyn_layers": 1, "dyn_state": 16, "dyn_lr": 2e-3, "context": 4,
         },
         "cpu": {
             "lengths": (128, 256, 512, 1024, 2048, 4096), "repeats": 3,
-            "hold_length": 64, "hold_steps": 600, "hold_batch": 32, "hold_width": 16, "hold_state": 8,
+            "hold_length": 64, "hold_steps": 600, "hold_batch": 32, "hold_width": 16, "hold_state": 8, "hold_lr": 3e-3,
+            "hold_marks": 0.1,
             "grid": 64, "frames": 33, "modes": 8, "n_train": 256, "n_val": 64,
-            "dyn_steps": 600, "dyn_batch": 32, "dyn_width": 64, "dyn_layers": 2, "context": 16,
+            "dyn_steps": 600, "dyn_batch": 32, "dyn_width": 64, "dyn_layers": 2, "dyn_state": 16, "dyn_lr": 2e-3, "context": 16,
         },
         "gpu": {
             "lengths": (256, 1024, 4096, 16384), "repeats": 5,
-            "hold_length": 512, "hold_steps": 5000, "hold_batch": 128, "hold_width": 32, "hold_state": 16,
+            "hold_length": 512, "hold_steps": 5000, "hold_batch": 128, "hold_width": 32, "hold_state": 16, "hold_lr": 3e-3,
+            "hold_marks": 0.1,
             "grid": 256, "frames": 129, "modes": 32, "n_train": 4096, "n_val": 256,
-            "dyn_steps": 20000, "dyn_batch": 64, "dyn_width": 256, "dyn_layers": 4, "context": 64,
+            "dyn_steps": 20000, "dyn_batch": 64, "dyn_width": 256, "dyn_layers": 4, "dyn_state": 16, "dyn_lr": 2e-3, "context": 64,
         },
     },
     "fno": {
         # grid: training grid of the Burgers operator (tested at 1x, 2x, 4x); n_train/n_test pairs;
-        # width/modes/blocks/batch/steps of that FNO; decoder_*: the FNO decoder of tokeniser latents.
+        # width/modes/blocks/batch/steps of that FNO; decoder_*: the FNO decoder of tokeniser
+        # latents (training crops, held-out crops, trajectories per system in each of the two
+        # streams, modes, width, steps).
         "smoke": {"grid": 16, "n_train": 8, "n_test": 2, "width": 8, "modes": 6, "blocks": 2, "batch": 4, "steps": 4,
-                  "decoder_crops": 8, "decoder_modes": 4, "decoder_width": 8, "decoder_steps": 4},
+                  "decoder_crops": 8, "decoder_test": 4, "decoder_trajectories": 1, "decoder_modes": 4, "decoder_width": 8,
+                  "decoder_steps": 4},
         "cpu": {"grid": 32, "n_train": 256, "n_test": 16, "width": 24, "modes": 10, "blocks": 3, "batch": 16, "steps": 400,
-                "decoder_crops": 96, "decoder_modes": 8, "decoder_width": 24, "decoder_steps": 300},
+                "decoder_crops": 96, "decoder_test": 24, "decoder_trajectories": 2, "decoder_modes": 8, "decoder_width": 24,
+                "decoder_steps": 300},
         "gpu": {"grid": 64, "n_train": 4096, "n_test": 64, "width": 64, "modes": 16, "blocks": 4, "batch": 64, "steps": 10000,
-                "decoder_crops": 2048, "decoder_modes": 16, "decoder_width": 64, "decoder_steps": 5000},
+                "decoder_crops": 2048, "decoder_test": 512, "decoder_trajectories": 16, "decoder_modes": 16, "decoder_width": 64,
+                "decoder_steps": 5000},
     },
     "generating": {
-        # system/field: the fields to generate (one field of one system, normalised per trajectory
-        # as the stream does), on a `grid` box; n_train trajectories of `frames` frames to learn
-        # from, n_eval fields (one per fresh trajectory) in each of the two truth sets; the
-        # tokeniser is the "tokeniser" chapter's at the same profile, used at spatial `stride`;
+        # system/field: the fields to generate (one field of one system, normalised with the
+        # system's statistics as the tokeniser's data were), on a `grid` box; n_train trajectories
+        # of `frames` frames to learn from, n_eval fields (one per fresh trajectory) in each of the
+        # two truth sets (three distinct streams); the tokeniser is the "tokeniser" chapter's at
+        # the same profile, used at spatial `stride`;
         # width/blocks of the velocity network, its training, and the sampler's steps and method.
         "smoke": {"system": "gray_scott", "field": "v", "grid": 32, "frames": 3, "n_train": 4, "n_eval": 4, "stride": 4,
                   "width": 8, "blocks": 1, "steps": 4, "batch": 4, "lr": 2e-3, "warmup": 1, "sample_steps": 2, "method": "heun"},

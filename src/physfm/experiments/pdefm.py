@@ -47,7 +47,8 @@ from physfm.data.spectral import BANDS
 from physfm.eval import metrics
 from physfm.experiments import harness
 from physfm.experiments.harness import Job
-from physfm.nn.pdefm import PDEFM, count_parameters, matched_transformer_hidden, pdefm_loss
+from physfm.nn.layers import count_parameters
+from physfm.nn.pdefm import PDEFM, matched_transformer_hidden, pdefm_loss
 from physfm.runtime import seed_for
 from physfm.training import TrainConfig, train
 
@@ -88,7 +89,7 @@ def build_model(cfg: Mapping[str, Any], systems: Mapping[str, int], *, backbone:
     hidden = 64
     if backbone == "transformer":
         mamba = PDEFM(systems, **args).backbone
-        hidden = matched_transformer_hidden(cfg["dim"], cfg["layers"], count_parameters(mamba))
+        hidden = matched_transformer_hidden(cfg["dim"], cfg["layers"], count_parameters(mamba)[0])
     return PDEFM(systems, backbone=backbone, spectral_token=spectral_token, transformer_hidden=hidden, **args)
 
 
@@ -184,8 +185,8 @@ def _job(job: Job) -> xr.Dataset:
     ds["seen"] = (("system",), np.array([s in trained for s in names]))
     ds["draws"] = (("system",), np.array([counts.get(s, 0) for s in names], dtype=float))
     ds["probability"] = (("system",), np.array([sampler.probabilities[trained.index(s)] if s in trained else 0.0 for s in names]))
-    ds["parameters"] = ((), count_parameters(model))
-    ds["backbone_parameters"] = ((), count_parameters(model.backbone))
+    ds["parameters"] = ((), count_parameters(model)[0])
+    ds["backbone_parameters"] = ((), count_parameters(model.backbone)[0])
     ds["step_seconds"] = ((), (curves.attrs["seconds"] - eval_seconds[0] - gen) / max(1, cfg["steps"]))
     ds["generation_seconds"] = ((), gen)
     return ds.assign_coords(system=names, band=list(BANDS), position=np.arange(1, W + 1), lead=np.arange(1, cfg["rollout_steps"] + 1))

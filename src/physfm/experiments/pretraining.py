@@ -35,7 +35,8 @@ Fairness, point by point:
 
 **The map** (``cfg["map"]``): the same comparison (``map_arms`` x ``map_seeds``) at points that
 move one axis away from the base configuration: the tokeniser's compression (latent channels and
-spatial stride), its capacity relative to the processor (its widths), the downstream data (distinct
+spatial stride), its capacity relative to the processor (the tokeniser's widths, or the
+processor's), the downstream data (distinct
 target trajectories; 0 means the unlimited stream) and the pre-training budget. The fifth axis,
 the dynamics budget, is read off the learning curves at every evaluation. Pre-trained tokenisers
 are cached by recipe (:func:`physfm.training.pretrain_tokeniser`), so points that share a
@@ -119,7 +120,7 @@ PAPER_VRMSE = {"scratch": 0.439, "in_domain_finetuned": 0.158, "in_domain_frozen
 
 #: parameters a map point may change, and the axis each belongs to
 MAP_AXES = {"latent": "compression", "stride": "compression", "patch": "compression", "channels": "capacity",
-            "trajectories": "data", "pre_steps": "pre-training"}
+            "width": "capacity", "trajectories": "data", "pre_steps": "pre-training"}
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from physfm.nn.layers import CONV as _CONV
+
 
 __all__ = [
     "VelocityNet",
@@ -53,7 +55,6 @@ __all__ = [
 
 METHODS = ("euler", "heun")
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
 
@@ -76,7 +77,7 @@ def time_features(t: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-class _Block(nn.Module):
+class _VelocityBlock(nn.Module):
     """``h + C2(act(N2(C1(act(N1(h)))) (1 + a(t)) + b(t)))``: two circular 3x3 convolutions with
     the time entering as a per-channel scale and shift (FiLM) between them; starts as identity."""
 
@@ -132,7 +133,7 @@ class VelocityNet(nn.Module):
         self.channels, self.spatial_dims, self.time_dim = channels, spatial_dims, time_dim
         self.embed = nn.Sequential(nn.Linear(time_dim, 2 * width), nn.SiLU(), nn.Linear(2 * width, 2 * width))
         self.lift = conv(channels, width, 3, padding=1, padding_mode="circular")
-        self.blocks = nn.ModuleList([_Block(width, spatial_dims, 2 * width) for _ in range(blocks)])
+        self.blocks = nn.ModuleList([_VelocityBlock(width, spatial_dims, 2 * width) for _ in range(blocks)])
         self.out = nn.Sequential(nn.GroupNorm(math.gcd(8, width), width), nn.SiLU(),
                                  conv(width, channels, 3, padding=1, padding_mode="circular"))
         nn.init.zeros_(self.out[-1].weight)

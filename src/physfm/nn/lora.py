@@ -81,6 +81,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from physfm.nn.layers import count_parameters
+
 __all__ = [
     "LoRALayer",
     "LoRALinear",
@@ -668,12 +670,6 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     LoRA layers.
     """
     return {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """``(trainable, total)`` numbers of parameters (shared parameters counted once)."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def print_trainable_parameters(model: nn.Module) -> str:

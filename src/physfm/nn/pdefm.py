@@ -67,25 +67,19 @@ from einops import rearrange, repeat
 from torch import nn
 
 from physfm.nn.fno import FNODecoder
+from physfm.nn.layers import CONV as _CONV
+from physfm.nn.layers import count_parameters
 from physfm.eval.metrics import vrmse
 from physfm.nn.scan import MambaStack
 
 __all__ = [
     "FiLM", "SpectralToken", "SpectralFusion", "CausalTransformer", "PDEFM",
-    "spectral_l2", "pdefm_loss", "count_parameters", "matched_transformer_hidden",
+    "spectral_l2", "pdefm_loss", "matched_transformer_hidden",
 ]
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-
 
 def _axes(d: int) -> str:
     """``"s0 s1"`` for d = 2: names of the spatial axes in einops patterns."""
     return " ".join(f"s{i}" for i in range(d))
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,7 +195,7 @@ class SpectralFusion(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-class _Block(nn.Module):
+class _TransformerBlock(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int):
         super().__init__()
         self.heads = heads
@@ -229,7 +223,7 @@ class CausalTransformer(nn.Module):
         if dim % heads or dim % 2:
             raise ValueError(f"CausalTransformer: dim={dim} must be even and a multiple of heads={heads}")
         self.dim = dim
-        self.layers = nn.ModuleList(_Block(dim, heads, hidden) for _ in range(n_layers))
+        self.layers = nn.ModuleList(_TransformerBlock(dim, heads, hidden) for _ in range(n_layers))
 
     def encoding(self, length: int, device, dtype) -> torch.Tensor:
         pos = torch.arange(length, device=device, dtype=torch.float64)[:, None]
