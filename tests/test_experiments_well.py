@@ -147,7 +147,7 @@ def test_the_pretraining_ablation_takes_a_data_set_in_the_well_s_layout_as_its_t
     t = generate("burgers", batch=8, shape=(16, 16), frames=9, generator=torch.Generator().manual_seed(2))
     path = write_well(t, tmp_path / "target", splits=(0.5, 0.25, 0.25))
     cfg = dict(profiles.resolve("pretraining", "smoke"))
-    cfg.update(target=str(path), seeds=(0,), dyn_steps=2, pre_steps=2, eval_every=2, trajectories=2,
+    cfg.update(target=str(path), seeds=(0,), dyn_steps=2, pre_steps=2, eval_every=2, trajectories=2, val_rollouts=5,
                arms=("scratch", "in_domain_finetuned", "cross_domain_finetuned"))
     assert P.well_target(cfg) == path and P.well_target({**cfg, "target": "navier_stokes"}) is None
     inn, cross = (P.tokeniser_recipe(cfg, s) for s in P._domains(cfg).values())
@@ -157,8 +157,11 @@ def test_the_pretraining_ablation_takes_a_data_set_in_the_well_s_layout_as_its_t
     assert ds.attrs["target"] == str(path) and ds.attrs["cross_domain_systems"] == ", ".join(cfg["systems"])
     assert not np.isnan(ds.vrmse.sel(regime="base")).any()
     assert int(ds.kept.sel(regime="base", arm="scratch", seed=0)) == 2  # the first two training trajectories
+    assert ds.attrs["val_rollouts"] == 2  # as many as the test split holds
     held = well_eval_data(path, window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
-                          steps=cfg["rollout_steps"], n_rollouts=cfg["val_rollouts"])
+                          steps=cfg["rollout_steps"], n_rollouts=2)
+    assert float(ds.persistence_rollout_vrmse.isel(lead=0)) == pytest.approx(
+        float(forecast.persistence_rollout_vrmse(held.trajectories, cfg["context"], cfg["rollout_steps"])[0]))
     assert float(ds.persistence_vrmse) == pytest.approx(float(forecast.persistence_vrmse(held.windows)))  # the valid split
     assert ds.pre_vrmse.sel(regime="base", domain="in_domain").notnull().all()
     with pytest.raises(ValueError, match="The Well's layout"):

@@ -48,7 +48,8 @@ curves, rollouts and equal-compute view can be shown as the base point's are.
 layout (:func:`well_target`), as the paper's Euler multi-quadrants is: the dynamics windows are
 then read from its training split (:class:`~physfm.data.well_streams.WellWindowStream`, the first
 ``trajectories`` of them, 0: all), the held-out data from its valid and test splits
-(:func:`~physfm.data.well_streams.well_eval_data`), the in-domain tokeniser pre-trains on
+(:func:`~physfm.data.well_streams.well_eval_data`; at most as many rollouts as the test split has
+trajectories, ``attrs["val_rollouts"]``), the in-domain tokeniser pre-trains on
 single-channel crops of its training split (the recipe's ``well``) and the cross-domain one on
 every system of ``cfg["systems"]``.
 
@@ -75,6 +76,7 @@ import xarray as xr
 
 from physfm.data import streams
 from physfm.data.spec import specs
+from physfm.data.well import WellWindows
 from physfm.data.well_streams import WellWindowStream, well_eval_data
 from physfm.eval.uncertainty import Interval, paired_reduction
 from physfm.experiments import harness
@@ -194,6 +196,13 @@ def well_target(cfg: Mapping[str, Any]) -> Path | None:
         return None
     path = Path(cfg["target"])
     return path if (path / "stats.yaml").is_file() else None
+
+
+def _test_trajectories(path: Path) -> int:
+    windows = WellWindows(path, "test", n_steps_input=1, n_steps_output=0)
+    n = len(windows.trajectories())
+    windows.close()
+    return n
 
 
 def _domains(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -375,9 +384,10 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
 
     # 2. held-out data of the target (the same for every point: the grid and frames do not change)
     well = well_target(cfg)
-    if well is not None:  # The Well's own held-out splits: valid (windows) and test (rollouts)
+    if well is not None:  # The Well's own held-out splits: valid (windows) and test (rollouts, as many as it has)
         data = well_eval_data(well, window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
-                              steps=cfg["rollout_steps"], n_rollouts=cfg["val_rollouts"], device="cpu")
+                              steps=cfg["rollout_steps"], n_rollouts=min(cfg["val_rollouts"], _test_trajectories(well)),
+                              device="cpu")
     else:
         data = harness.eval_data(specs(cfg["systems"])[cfg["target"]], shape=(cfg["grid"],) * 2, frames=cfg["frames"],
                                  window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
@@ -423,7 +433,7 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     pre_drops = {k: v for (r, _), (_, c) in pre.items() if r == "base" for k, v in c.attrs.items() if k.startswith("drop")}
     ds.attrs.update({"target": cfg["target"], "cross_domain_systems": ", ".join(domains["cross_domain"]),
                      "pretraining_seconds": pre_seconds, "seconds": time.perf_counter() - start, "workers": workers,
-                     "equal_compute_steps": equal_compute_steps(points["base"], fields),
+                     "equal_compute_steps": equal_compute_steps(points["base"], fields), "val_rollouts": len(data.trajectories),
                      "pretraining_step_flops": pre_flops, "dynamics_step_flops": dyn_flops,
                      **{f"pretraining_{k}": v for k, v in pre_drops.items()},
                      **drop_attrs({f"validation_{data.system}": data.drops})})
