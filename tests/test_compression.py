@@ -1,12 +1,27 @@
-"""physfm.nn.compression: causality for every stride, shared weights, shapes and errors."""
+"""physfm.nn.compression: causality for every stride, shared weights, padding per axis, shapes and errors."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
-from physfm.nn.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv, latent_frames
+from physfm.nn.compression import (
+    BOUNDARY_PADDING,
+    CausalTimeConv,
+    FlexPatch,
+    FlexUnpatch,
+    SpatialConv,
+    boundary_distance,
+    latent_frames,
+    pad,
+    padding_for,
+    padding_modes,
+    padding_of,
+    set_padding,
+)
 
 torch.manual_seed(0)
 
@@ -123,3 +138,137 @@ def test_time_stride_one_folds_the_time_kernel_into_the_spatial_one():
     u = torch.stack([F.conv_transpose2d(z[:, :, t], up.space_kernel(2), stride=2) for t in range(3)], 2)
     expected = torch.einsum("co,nct...->not...", mix_up, u) + up.bias.reshape(1, -1, 1, 1, 1)
     torch.testing.assert_close(up(z, 2, 1), expected, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Padding per axis and side
+# ---------------------------------------------------------------------------------------------
+
+NUMPY_MODE = {"circular": "wrap", "symmetric": "symmetric", "reflect": "reflect", "replicate": "edge", "zeros": "constant"}
+MODES = list(NUMPY_MODE)
+
+
+def _numpy_pad(x: np.ndarray, amount: int, modes) -> np.ndarray:
+    """np.pad, the oracle: each trailing axis and side with its own mode."""
+    d = len(modes)
+    for i, (lo, hi) in enumerate(modes):
+        axis = x.ndim - d + i
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (amount, amount)
+        low = np.take(np.pad(x, widths, mode=NUMPY_MODE[lo]), range(amount), axis=axis)
+        high = np.take(np.pad(x, widths, mode=NUMPY_MODE[hi]), range(x.shape[axis] + amount, x.shape[axis] + 2 * amount), axis=axis)
+        x = np.concatenate([low, x, high], axis=axis)
+    return x
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("mode", MODES)
+def test_every_padding_mode_pads_as_numpy_does(d, mode):
+    x = torch.randn(2, 3, *[7, 6, 5][:d], dtype=torch.float64)
+    for amount in (1, 2, 3):
+        modes = padding_modes(mode, d)
+        np.testing.assert_array_equal(pad(x, amount, modes).numpy(), _numpy_pad(x.numpy(), amount, modes))
+
+
+def test_each_axis_and_side_is_padded_with_its_own_mode():
+    x = torch.randn(2, 1, 6, 7, 5, dtype=torch.float64)
+    modes = padding_modes([("symmetric", "replicate"), "circular", ("zeros", "reflect")], 3)
+    assert modes == (("symmetric", "replicate"), ("circular", "circular"), ("zeros", "reflect"))
+    np.testing.assert_array_equal(pad(x, 2, modes).numpy(), _numpy_pad(x.numpy(), 2, modes))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_spatial_conv_is_a_valid_convolution_of_the_padded_frames(mode):
+    conv = SpatialConv(2, 3, 5, spatial_dims=2, padding=[mode, "circular"])
+    x = torch.randn(2, 2, 3, 9, 8)
+    frames = rearrange(x, "n c t ... -> (n t) c ...")
+    padded = torch.from_numpy(_numpy_pad(frames.numpy(), 2, conv.padding))
+    expected = rearrange(F.conv2d(padded, conv.weight, conv.bias), "(n t) c ... -> n c t ...", n=2)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_wall_does_not_wrap_around():
+    """A bump at the high end of a walled axis reaches the low end only with circular padding;
+    along a periodic axis it still does."""
+    x = torch.zeros(1, 1, 1, 12, 12)
+    x[..., -1, 4] = 1.0  # at the high end of axis 0 (x)
+    y = torch.zeros(1, 1, 1, 12, 12)
+    y[..., 4, -1] = 1.0  # at the high end of axis 1 (y)
+    conv = SpatialConv(1, 1, 3, spatial_dims=2)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+    assert conv(x)[..., 0, :].abs().sum() > 0  # circular: the bump wraps to the low side
+    conv.set_padding([("symmetric", "symmetric"), "circular"])  # x has walls
+    assert conv(x)[..., 0, :].abs().sum() == 0  # a wall: nothing crosses to the other side
+    assert conv(x)[..., -1, 3:6].eq(2.0).all()  # the mirror doubles the edge cell
+    assert conv(y)[..., 4, 0] == 1.0  # y is still periodic
+    set_padding(conv, {"x": ("wall", "wall"), "y": ("open", "open")})
+    assert conv.padding == (("symmetric", "symmetric"), ("replicate", "replicate"))
+    assert conv(x)[..., 0, :].abs().sum() == 0 and conv(y)[..., :, 0].abs().sum() == 0
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_the_default_is_bit_identical_to_circular_padding(d):
+    """The code before padding modes existed: F.pad(mode="circular") and the convolution."""
+    conv = SpatialConv(2, 3, 3, spatial_dims=d)
+    x = torch.randn(2, 2, 3, *[8] * d)
+    frames = rearrange(x, "n c t ... -> (n t) c ...")
+    before = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[d](F.pad(frames, [1] * (2 * d), mode="circular"), conv.weight, conv.bias)
+    before = rearrange(before, "(n t) c ... -> n c t ...", n=2)
+    assert conv.padding == (("circular", "circular"),) * d
+    assert torch.equal(conv(x), before)
+    weights = {k: v.clone() for k, v in conv.state_dict().items()}
+    conv.set_padding("symmetric")
+    assert not torch.equal(conv(x), before)
+    conv.set_padding("circular")
+    assert torch.equal(conv(x), before)
+    assert weights.keys() == conv.state_dict().keys() and all(torch.equal(weights[k], v) for k, v in conv.state_dict().items())
+
+
+def test_boundary_conditions_map_to_paddings():
+    assert BOUNDARY_PADDING == {"periodic": "circular", "wall": "symmetric", "open": "replicate"}
+    got = padding_for({"x": ("periodic", "periodic"), "y": ("wall", "open")})
+    assert got == (("circular", "circular"), ("symmetric", "replicate"))
+    assert padding_for({"x": "wall", "y": "periodic"}, axes=["y", "x"]) == (("circular", "circular"), ("symmetric", "symmetric"))
+    assert padding_for([("WALL", "OPEN")]) == (("symmetric", "replicate"),)
+    model = torch.nn.Sequential(SpatialConv(1, 2, 3), torch.nn.SiLU(), SpatialConv(2, 1, 1))
+    set_padding(model, {"x": ("wall", "wall"), "y": ("periodic", "periodic")})
+    assert padding_of(model) == (("symmetric", "symmetric"), ("circular", "circular"))
+    model[2].set_padding("zeros")
+    with pytest.raises(ValueError, match="mixed paddings"):
+        padding_of(model)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: SpatialConv(1, 1, 3, padding="mirror"), r"padding must be one of .*axis 0 has 'mirror'"),
+        (lambda: SpatialConv(1, 1, 3, padding=["circular"]), "expected 2 entries"),
+        (lambda: SpatialConv(1, 1, 3, padding=[("circular", "zeros"), "zeros"]), "circular on one side only"),
+        (lambda: padding_for({"x": ("wall", "sticky")}), r"conditions among \['open', 'periodic', 'wall'\]"),
+        (lambda: padding_for({"x": "wall"}, axes=["x", "y"]), r"no axes \['y'\]"),
+        (lambda: padding_for("wall"), "must map axes"),
+        (lambda: set_padding(torch.nn.Linear(2, 2), "zeros"), "holds no SpatialConv"),
+        (lambda: SpatialConv(1, 1, 3, padding="reflect")(torch.randn(1, 1, 1, 1, 4)), "axis 0 has 1 points, too few"),
+    ],
+)
+def test_bad_padding_is_named(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_boundary_distance_counts_cells_to_the_nearest_non_periodic_edge():
+    d = boundary_distance((5, 4), [("symmetric", "replicate"), "circular"])
+    assert torch.equal(d[:, 0], torch.tensor([0.0, 1, 2, 1, 0])) and torch.equal(d, d[:, :1].expand(5, 4))
+    d = boundary_distance((6, 5), [("circular", "circular"), ("zeros", "symmetric")])
+    assert torch.equal(d[0], torch.tensor([0.0, 1, 2, 1, 0]))
+    d = boundary_distance((6, 6), "symmetric")
+    assert d[2, 3] == 2 and d[0, 3] == 0 and d.max() == 2
+    assert torch.isinf(boundary_distance((4,), "circular")).all()
+    # a convolution's output differs between two paddings only within its radius of such an edge
+    conv = SpatialConv(1, 1, 5, spatial_dims=2)
+    x = torch.randn(1, 1, 1, 12, 9)
+    changed = (conv(x) - conv.set_padding(["replicate", "circular"])(x)).abs()[0, 0, 0] > 0
+    far = boundary_distance((12, 9), conv.padding) >= 2
+    assert not changed[far].any() and changed[~far].all()

@@ -12,10 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from physfm import student
-
 # nbgrader is the oracle: requirements-student.txt, which requirements-test.txt includes
 from nbgrader.validator import Validator
+
+from physfm import student
 
 ROOT = Path(__file__).resolve().parents[1]
 

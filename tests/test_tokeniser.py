@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from physfm.nn.compression import SpatialConv
 from physfm.nn.tokeniser import Tokeniser, TokeniserConfig
 
 SMALL = dict(channels=(4, 8), latent=4, blocks=1, patch=4, time_patch=4)
@@ -187,3 +188,71 @@ def test_float64_and_one_dimensional_space():
     z = tok.encode(x, 4, 2)
     assert z.dtype == torch.float64 and z.shape == (2, 4, 5, 4)
     assert tok.decode(z, 4, 2).shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# Padding: the default unchanged, switched on a built tokeniser without new weights
+# ---------------------------------------------------------------------------------------------
+
+
+def _circular_forward(self, x):
+    """SpatialConv.forward as it was before padding modes existed."""
+    import torch.nn.functional as F
+    from einops import rearrange
+
+    n, t = x.shape[0], x.shape[2]
+    y = rearrange(x, "n c t ... -> (n t) c ...")
+    if self.k > 1:
+        y = F.pad(y, [self.k // 2] * (2 * self.d), mode="circular")
+    y = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[self.d](y, self.weight, self.bias)
+    return rearrange(y, "(n t) c ... -> n c t ...", n=n, t=t)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_the_default_tokeniser_is_bit_identical_to_circular_padding(d, monkeypatch):
+    tok = _tok(d=d)
+    x = torch.randn(2, 1, 5, *[8] * d)
+    now = (tok(x, 2, 2), tok.encode(x, 4, 1))
+    assert tok.padding == (("circular", "circular"),) * d
+    monkeypatch.setattr(SpatialConv, "forward", _circular_forward)
+    before = (tok(x, 2, 2), tok.encode(x, 4, 1))
+    assert all(torch.equal(a, b) for a, b in zip(now, before))
+
+
+def test_a_built_tokeniser_switches_padding_without_new_weights():
+    """Walls along x change the reconstruction near the walls only, and the weights not at all."""
+    tok = _tok(blocks=1).eval()
+    weights = {k: v.clone() for k, v in tok.state_dict().items()}
+    x = torch.randn(2, 1, 5, 64, 16)
+    with torch.no_grad():
+        periodic = tok(x)
+        tok.set_padding({"x": ("wall", "wall"), "y": ("periodic", "periodic")})
+        walled = tok(x)
+    assert tok.padding == (("symmetric", "symmetric"), ("circular", "circular"))
+    assert all(c.padding == tok.padding for c in tok.modules() if isinstance(c, SpatialConv))
+    assert tok.state_dict().keys() == weights.keys() and all(torch.equal(v, weights[k]) for k, v in tok.state_dict().items())
+    changed = (walled - periodic).abs().amax(dim=(0, 1, 2, 4))  # per x
+    assert changed[:4].min() > 0 and changed[-4:].min() > 0  # at the walls
+    assert torch.equal(changed[24:40], torch.zeros(16))  # far from them: the same numbers
+    with torch.no_grad():
+        assert torch.equal(tok.set_padding("circular")(x), periodic)
+
+
+def test_padding_is_set_at_construction_and_reaches_adapted_layers():
+    import copy
+
+    from physfm.nn.lora import inject_lora
+
+    tok = Tokeniser(spatial_dims=2, padding=["replicate", ("symmetric", "zeros")], **SMALL)
+    assert tok.padding == (("replicate", "replicate"), ("symmetric", "zeros"))
+    plain = copy.deepcopy(tok)
+    assert inject_lora(tok, ["stem", "enc_blocks.*.space", "dec_out.2"], r=2)
+    walls = {"x": ("open", "open"), "y": ("wall", "wall")}
+    tok.set_padding(walls)
+    plain.set_padding(walls)
+    assert tok.padding == (("replicate", "replicate"), ("symmetric", "symmetric"))
+    x = torch.randn(1, 1, 5, 16, 16)
+    with torch.no_grad():  # the adapters start at zero: the adapted layers pad as the plain ones
+        torch.testing.assert_close(tok(x), plain(x))
+    with pytest.raises(ValueError, match="padding must be one of"):
+        tok.set_padding("mirror")

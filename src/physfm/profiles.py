@@ -350,6 +350,41 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": {"system": "gray_scott", "field": "v", "grid": 128, "frames": 17, "n_train": 2048, "n_eval": 512, "stride": 4,
                 "width": 128, "blocks": 8, "steps": 50000, "batch": 128, "lr": 1e-3, "warmup": 1000, "sample_steps": 64, "method": "heun"},
     },
+    "well": {
+        # data: a data set in The Well's layout (relative to book/, or absolute); "": the chapter
+        # writes its own, synthetic: `trajectories` trajectories of `system` on a `grid` square,
+        # `frames` frames each, with walls along x and open sides along y (physfm.data.walls).
+        # The tokeniser is the "tokeniser" chapter's at the same profile. n_windows: validation
+        # windows (every field a sample) of the boundary section; readers_windows: windows compared
+        # between physfm's reader and The Well's (0: all). Finite data: next-frame models on
+        # windows of `window` frames, trained on the first n training trajectories for each n of
+        # train_trajectories (0: every one), for `seeds` (width/processor_blocks of the processor,
+        # stride of the tokeniser, dyn_steps/batch/lr/warmup/eval_every/tokeniser_lr_scale);
+        # scored on val_windows windows of the valid split and train_windows of their own
+        # training set; rollouts of rollout_steps frames after `context` on val_rollouts
+        # trajectories of the test split.
+        "smoke": {
+            "data": "", "system": "gray_scott", "grid": 32, "frames": 9, "trajectories": 10, "n_windows": 2,
+            "readers_windows": 0, "window": 3, "train_trajectories": (1, 0), "seeds": (0,), "width": 8,
+            "processor_blocks": 1, "stride": 4, "dyn_steps": 4, "batch": 2, "lr": 2e-3, "warmup": 1, "eval_every": 2,
+            "tokeniser_lr_scale": 0.1, "val_windows": 4, "train_windows": 4, "context": 2, "rollout_steps": 2,
+            "val_rollouts": 1,
+        },
+        "cpu": {
+            "data": "", "system": "gray_scott", "grid": 32, "frames": 17, "trajectories": 20, "n_windows": 8,
+            "readers_windows": 0, "window": 5, "train_trajectories": (1, 0), "seeds": (0,), "width": 64,
+            "processor_blocks": 2, "stride": 4, "dyn_steps": 240, "batch": 8, "lr": 2e-3, "warmup": 10, "eval_every": 30,
+            "tokeniser_lr_scale": 0.1, "val_windows": 16, "train_windows": 16, "context": 4, "rollout_steps": 8,
+            "val_rollouts": 2,
+        },
+        "gpu": {
+            "data": "../well_data/datasets/turbulent_radiative_layer_2D", "system": "gray_scott", "grid": 128,
+            "frames": 33, "trajectories": 32, "n_windows": 32, "readers_windows": 256, "window": 5,
+            "train_trajectories": (1, 8, 0), "seeds": (0, 1, 2), "width": 128, "processor_blocks": 3, "stride": 4,
+            "dyn_steps": 4000, "batch": 16, "lr": 1e-3, "warmup": 100, "eval_every": 250, "tokeniser_lr_scale": 0.1,
+            "val_windows": 128, "train_windows": 64, "context": 4, "rollout_steps": 24, "val_rollouts": 9,
+        },
+    },
     "metrics": {
         # n_grid: side of the square test fields; n_samples: random fields averaged per point
         # of the statistics figures; shifts: the shifts (in cells) of the shift experiment.

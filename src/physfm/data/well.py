@@ -37,7 +37,8 @@ exactly as ``WellDataset``'s ``padding`` mode derives its codes (open unless a m
 otherwise; :data:`BC_CODES` gives its numbers).
 
 Writing (:func:`write_well`) stores :func:`physfm.data.pde.generate` trajectories in this
-layout (periodic boundaries, the coefficients as per-trajectory scalars) and computes
+layout (the coefficients as per-trajectory scalars; boundaries periodic, or as given: walls and
+open sides, such as those of :func:`physfm.data.walls.walled`, each side a mask) and computes
 ``stats.yaml`` from the training split only, as The Well's ``scripts/compute_statistics.py``
 does (population moments per field and component, pooled over files). :func:`subsample`
 makes a laptop-sized copy of a downloaded data set: a few trajectories, spatial and temporal
@@ -407,6 +408,39 @@ class WellWindows(torch.utils.data.Dataset):
         trajectory, t0 = divmod(index - int(self._offsets[k]), self._per_trajectory[k])
         return k, trajectory, t0
 
+    def trajectories(self) -> list[tuple[int, int]]:
+        """Every trajectory of the split as ``(file, trajectory)``, in window order (file, then
+        trajectory): entry ``g`` is the split's trajectory number ``g``."""
+        return [(k, b) for k, wf in enumerate(self.files) for b in range(wf.n_trajectories)]
+
+    def windows_per_trajectory(self, file: int) -> int:
+        """Windows in each trajectory of file ``file`` (first frames ``0 ... n - 1``)."""
+        return self._per_trajectory[file]
+
+    def window_index(self, file: int, trajectory: int, t0: int) -> int:
+        """The index of the window of ``trajectory`` in ``file`` that starts at frame ``t0``: the
+        inverse of :meth:`locate`."""
+        if not 0 <= file < len(self.files) or not 0 <= trajectory < self.files[file].n_trajectories \
+                or not 0 <= t0 < self._per_trajectory[file]:
+            raise IndexError(f"WellWindows.window_index: no window (file {file}, trajectory {trajectory}, first frame {t0}) "
+                             f"in {len(self.files)} files; file {min(max(file, 0), len(self.files) - 1)} has "
+                             f"{self.files[min(max(file, 0), len(self.files) - 1)].n_trajectories} trajectories of "
+                             f"{self._per_trajectory[min(max(file, 0), len(self.files) - 1)]} windows")
+        return int(self._offsets[file]) + trajectory * self._per_trajectory[file] + t0
+
+    def frame_interval(self, file: int = 0, trajectory: int = 0) -> float:
+        """Time between two consecutive frames of a window (``time_stride`` stored frames), from
+        the file's time coordinate (``dimensions/time``, shape ``(T,)`` or ``(B, T)``)."""
+        wf = self.files[file]
+        try:
+            time = self._file(file)["dimensions"]["time"]
+            row = time[trajectory] if time.ndim == 2 else time[()]
+        except (OSError, RuntimeError, KeyError) as e:
+            raise WellFormatError(f"{wf.path}: could not read /dimensions/time ({e})") from e
+        if len(row) < 2:
+            raise WellFormatError(f"{wf.path}: /dimensions/time has {len(row)} frames; a frame interval needs two")
+        return float(row[1] - row[0]) * self.time_stride
+
     def _frames(self, t0: int) -> slice:
         return slice(t0, t0 + (self.n_frames - 1) * self.time_stride + 1, self.time_stride)
 
@@ -592,7 +626,27 @@ def _default_vectors(t: Trajectories) -> dict[str, tuple[str, ...]]:
     return {"velocity": tuple(t.fields)} if t.system == "burgers" and len(t.fields) == d else {}
 
 
-def _write_file(tmp: Path, t: Trajectories, rows: slice, name: str, vectors: Mapping[str, Sequence[str]]) -> None:
+def _boundaries(spec: Mapping[str, str | Sequence[str]] | None, d: int) -> dict[str, tuple[str, str]]:
+    """``axis -> (low, high)`` for every axis from ``spec`` (default periodic), checked."""
+    axes = AXES[:d]
+    spec = {} if spec is None else spec
+    if not isinstance(spec, Mapping) or not set(spec) <= set(axes):
+        raise ValueError(f"write_well: boundaries must map spatial axes among {list(axes)} to a condition or a (low, high) "
+                         f"pair of conditions among {sorted(BC_CODES)}, got {spec!r}")
+    out = {}
+    for a in axes:
+        entry = spec.get(a, "periodic")
+        pair = (entry, entry) if isinstance(entry, str) else tuple(entry)
+        pair = tuple(str(b).lower() for b in pair)
+        if len(pair) != 2 or not set(pair) <= set(BC_CODES) or (("periodic" in pair) and pair != ("periodic", "periodic")):
+            raise ValueError(f"write_well: boundaries[{a!r}] must be a condition or a (low, high) pair among {sorted(BC_CODES)} "
+                             f"(periodic on both sides or neither), got {entry!r}")
+        out[a] = pair
+    return out
+
+
+def _write_file(tmp: Path, t: Trajectories, rows: slice, name: str, vectors: Mapping[str, Sequence[str]],
+                boundaries: Mapping[str, tuple[str, str]]) -> None:
     data = t.data[rows].detach().to("cpu", torch.float32).numpy()  # (B, F, T, *space)
     n, _, n_steps, *shape = data.shape
     d = len(shape)
@@ -612,11 +666,12 @@ def _write_file(tmp: Path, t: Trajectories, rows: slice, name: str, vectors: Map
         for a, size in zip(axes, shape):
             _put(dims, a, t.length * np.arange(size) / size, **_flags(False, False))
         bcs = f.create_group("boundary_conditions")
-        for a, size in zip(axes, shape):
-            group = bcs.create_group(f"{a}_periodic")
-            group.attrs.update({"associated_dims": _strings([a]), "associated_fields": _strings([]), "bc_type": "PERIODIC",
-                                **_flags(False, False)})
-            _put(group, "mask", np.isin(np.arange(size), [0, size - 1]))
+        for a, size in zip(axes, shape):  # one group per axis and kind, its mask True on the sides of that kind
+            for kind in dict.fromkeys(boundaries[a]):
+                group = bcs.create_group(f"{a}_{kind}")
+                group.attrs.update({"associated_dims": _strings([a]), "associated_fields": _strings([]),
+                                    "bc_type": kind.upper(), **_flags(False, False)})
+                _put(group, "mask", np.isin(np.arange(size), [[0, size - 1][i] for i, k in enumerate(boundaries[a]) if k == kind]))
         scalars = f.create_group("scalars")
         scalars.attrs["field_names"] = _strings(coefficients)
         for k, v in coefficients.items():
@@ -643,6 +698,7 @@ def write_well(
     splits: Sequence[float] = (0.8, 0.1, 0.1),
     vectors: Mapping[str, Sequence[str]] | None = None,
     per_file: int | None = None,
+    boundaries: Mapping[str, str | Sequence[str]] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Save trajectories as a data set in The Well's layout at ``path`` (``<base>/<dataset>``).
@@ -656,12 +712,18 @@ def write_well(
             ``t1_fields``; default ``{"velocity": ("u", "v"[, "w"])}`` for Burgers, none otherwise.
             Other fields are stored as scalar fields in ``t0_fields``.
         per_file: trajectories per file (default: one file per split).
+        boundaries: spatial axis (``"x"``, ``"y"``, ``"z"``) -> its condition, ``"periodic"``,
+            ``"wall"`` or ``"open"``, or a ``(low, high)`` pair of them; an axis not named is
+            periodic. Default: the trajectories' own (``meta["boundaries"]``, as
+            :func:`physfm.data.walls.walled` sets it), else periodic on every axis. Stored as
+            The Well stores them: a group ``boundary_conditions/<axis>_<kind>`` per axis and kind,
+            with ``bc_type`` and a mask that is True at the sides of that kind.
         overwrite: replace the ``*.hdf5`` files and ``stats.yaml`` of an existing data set.
 
     Fields are stored in float32, as The Well's are. Every file is written atomically and
     checksummed; ``stats.yaml`` is computed from the
-    training files only (:func:`compute_stats`). Boundaries are periodic on every axis; the
-    coefficients are per-trajectory scalars (``scalars/<name>``, shape ``(B,)``). Returns ``path``.
+    training files only (:func:`compute_stats`). The coefficients are per-trajectory scalars
+    (``scalars/<name>``, shape ``(B,)``). Returns ``path``.
     """
     if isinstance(data, Trajectories):
         if len(splits) != 3 or any(s < 0 for s in splits) or not np.isclose(sum(splits), 1.0):
@@ -705,6 +767,7 @@ def write_well(
         raise ValueError(f"write_well: field and vector names collide ({channels}, vectors {list(vectors)})")
     if per_file is not None and (not isinstance(per_file, int) or per_file < 1):
         raise ValueError(f"write_well: per_file must be None or an integer >= 1, got {per_file!r}")
+    bcs = _boundaries(first.meta.get("boundaries") if boundaries is None else boundaries, d)
 
     root = Path(path)
     name = name or root.name
@@ -717,7 +780,7 @@ def write_well(
         step = per_file or (rows.stop - rows.start)
         for k, lo in enumerate(range(rows.start, rows.stop, step)):
             chunk = slice(lo, min(lo + step, rows.stop))
-            atomic_write(root / "data" / s / f"{name}_{k:03d}.hdf5", lambda tmp, t=t, chunk=chunk: _write_file(tmp, t, chunk, name, vectors))
+            atomic_write(root / "data" / s / f"{name}_{k:03d}.hdf5", lambda tmp, t=t, chunk=chunk: _write_file(tmp, t, chunk, name, vectors, bcs))
     _write_stats(root)
     return root
 

@@ -44,6 +44,15 @@ tokeniser train it once. The **focus** point (``cfg["focus"]``) moves several ax
 where the map puts the effect, and runs ``focus_arms`` with every seed, so that its learning
 curves, rollouts and equal-compute view can be shown as the base point's are.
 
+**A target on disk.** ``cfg["target"]`` may also be the folder of a data set in The Well's
+layout (:func:`well_target`), as the paper's Euler multi-quadrants is: the dynamics windows are
+then read from its training split (:class:`~physfm.data.well_streams.WellWindowStream`, the first
+``trajectories`` of them, 0: all), the held-out data from its valid and test splits
+(:func:`~physfm.data.well_streams.well_eval_data`; at most as many rollouts as the test split has
+trajectories, ``attrs["val_rollouts"]``), the in-domain tokeniser pre-trains on
+single-channel crops of its training split (the recipe's ``well``) and the cross-domain one on
+every system of ``cfg["systems"]``.
+
 Logged, as in the paper: validation next-frame VRMSE and the low/mid/high spectral NMSE every
 ``eval_every`` steps (learning curves), the VRMSE of every validation window (for the intervals),
 and after training the VRMSE of autoregressive rollouts per lead time.
@@ -53,10 +62,12 @@ and after training the VRMSE of autoregressive rollouts per lead time.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +76,8 @@ import xarray as xr
 
 from physfm.data import streams
 from physfm.data.spec import specs
+from physfm.data.well import WellWindows
+from physfm.data.well_streams import WellWindowStream, well_eval_data
 from physfm.eval.uncertainty import Interval, paired_reduction
 from physfm.experiments import harness
 from physfm.experiments.harness import Job
@@ -78,7 +91,7 @@ from physfm.training.tokeniser import drop_attrs
 __all__ = [
     "Arm", "ARMS", "PAPER_VRMSE", "regimes", "focus_regime", "tokeniser_recipe", "pretrained_tokenisers", "build",
     "equal_compute_steps", "run", "reductions", "curve_reductions", "map_table", "equal_compute", "paper_ordering",
-    "best_point",
+    "best_point", "well_target",
 ]
 
 
@@ -162,8 +175,12 @@ def tokeniser_recipe(cfg: Mapping[str, Any], systems: Sequence[str]) -> dict[str
     tokeniser on ``systems`` (with their options from ``cfg["systems"]``): full fields of the
     target's grid, crops of one window's length, one spatial stride, time stride 1."""
     all_specs = specs(cfg["systems"])
+    well = well_target(cfg)
+    own = [s for s in systems if s != cfg["target"]] if well is not None else list(systems)
+    data = {"well": str(well), "well_stats": hashlib.sha256((well / "stats.yaml").read_bytes()).hexdigest()[:16]} \
+        if well is not None and cfg["target"] in systems else {}
     return {
-        "systems": {s: {k: v for k, v in all_specs[s].as_dict().items() if k != "name"} for s in systems},
+        "systems": {s: {k: v for k, v in all_specs[s].as_dict().items() if k != "name"} for s in own}, **data,
         "grid": cfg["grid"], "frames": cfg["frames"], "crop": cfg["grid"], "crop_t": cfg["window"],
         "buffer": cfg["buffer"], "refresh": cfg["refresh"], "channels": list(cfg["channels"]), "latent": cfg["latent"],
         "blocks": cfg["blocks"], "patch": cfg["patch"], "time_patch": 1, "strides": [cfg["stride"]], "time_strides": [1],
@@ -172,10 +189,29 @@ def tokeniser_recipe(cfg: Mapping[str, Any], systems: Sequence[str]) -> dict[str
     }
 
 
+def well_target(cfg: Mapping[str, Any]) -> Path | None:
+    """The folder of the target when ``cfg["target"]`` names a data set in The Well's layout (a
+    folder holding ``stats.yaml``) rather than one of ``cfg["systems"]``; else ``None``."""
+    if cfg["target"] in specs(cfg["systems"]):
+        return None
+    path = Path(cfg["target"])
+    return path if (path / "stats.yaml").is_file() else None
+
+
+def _test_trajectories(path: Path) -> int:
+    windows = WellWindows(path, "test", n_steps_input=1, n_steps_output=0)
+    n = len(windows.trajectories())
+    windows.close()
+    return n
+
+
 def _domains(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
     names = list(specs(cfg["systems"]))
+    if well_target(cfg) is not None:  # in-domain: crops of the data set; cross-domain: every system
+        return {"in_domain": [cfg["target"]], "cross_domain": names}
     if cfg["target"] not in names:
-        raise ValueError(f"run: the target {cfg['target']!r} must be one of the systems {names}")
+        raise ValueError(f"run: the target {cfg['target']!r} must be one of the systems {names} or the folder of a data set "
+                         f"in The Well's layout (with a stats.yaml)")
     others = [s for s in names if s != cfg["target"]]
     if not others:
         raise ValueError(f"run: systems {names} must include systems other than the target {cfg['target']!r}")
@@ -236,8 +272,13 @@ def _fresh_tokeniser(cfg: Mapping[str, Any], seed: int) -> Tokeniser:
 def _batches(cfg: Mapping[str, Any], seed: int, device, store: dict):
     """The training windows of one seed: the same for every arm. ``trajectories > 0``: a fixed
     set of that many target trajectories, read again and again; 0: the refreshed stream."""
-    target = specs(cfg["systems"])[cfg["target"]]
     n = cfg["trajectories"]
+    well = well_target(cfg)
+    if well is not None:  # the first n training trajectories of the data set (0: all), read again and again
+        stream = WellWindowStream(well, "train", window=cfg["window"], trajectories=n or None, seed=seed_for("train", seed),
+                                  device=device)
+        return stream, torch.utils.data.DataLoader(stream, batch_size=cfg["batch"])
+    target = specs(cfg["systems"])[cfg["target"]]
     stream = streams.WindowStream(target, shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
                                   size=n or cfg["buffer"], chunk=min(8, n or 8), refresh=0.0 if n else cfg["refresh"],
                                   refresh_every=4 * cfg["buffer"], seed=seed_for("train", seed), device=device, store=store)
@@ -319,7 +360,7 @@ def _job(job: Job) -> xr.Dataset:
     return harness.job_dataset(curves, rollout=data.rollout(model.rollout), steps=steps, extra_steps=extra,
                                trainable=count_parameters(model)[0], tokeniser_parameters=sum(p.numel() for p in tok.parameters()),
                                processor_parameters=sum(p.numel() for p in model.processor.parameters()),
-                               **harness.drop_counts(stream.buffer))
+                               **harness.drop_counts(getattr(stream, "buffer", stream)))
 
 
 def _flops(cfg: Mapping[str, Any], fields: int) -> tuple[float, float]:
@@ -372,10 +413,15 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     shared_toks = {k: (tok.config, {n: v.cpu() for n, v in tok.state_dict().items()}) for k, (tok, _) in pre.items()}
 
     # 2. held-out data of the target (the same for every point: the grid and frames do not change)
-    target = specs(cfg["systems"])[cfg["target"]]
-    data = harness.eval_data(target, shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
-                             n_windows=cfg["val_windows"], context=cfg["context"], steps=cfg["rollout_steps"],
-                             n_rollouts=cfg["val_rollouts"], device="cpu")
+    well = well_target(cfg)
+    if well is not None:  # The Well's own held-out splits: valid (windows) and test (rollouts, as many as it has)
+        data = well_eval_data(well, window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
+                              steps=cfg["rollout_steps"], n_rollouts=min(cfg["val_rollouts"], _test_trajectories(well)),
+                              device="cpu")
+    else:
+        data = harness.eval_data(specs(cfg["systems"])[cfg["target"]], shape=(cfg["grid"],) * 2, frames=cfg["frames"],
+                                 window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
+                                 steps=cfg["rollout_steps"], n_rollouts=cfg["val_rollouts"], device="cpu")
 
     # 3. the dynamics runs: the longest first, so that the workers finish together
     jobs = [Job(a, s, regime="base") for s in cfg["seeds"] for a in arms]
@@ -421,10 +467,10 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     pre_drops = {k: v for (r, _), (_, c) in pre.items() if r == "base" for k, v in c.attrs.items() if k.startswith("drop")}
     ds.attrs.update({"target": cfg["target"], "cross_domain_systems": ", ".join(domains["cross_domain"]),
                      "pretraining_seconds": pre_seconds, "seconds": time.perf_counter() - start, "workers": workers,
-                     "equal_compute_steps": equal_compute_steps(points["base"], fields),
+                     "equal_compute_steps": equal_compute_steps(points["base"], fields), "val_rollouts": len(data.trajectories),
                      "pretraining_step_flops": pre_flops, "dynamics_step_flops": dyn_flops,
                      **{f"pretraining_{k}": v for k, v in pre_drops.items()},
-                     **drop_attrs({f"validation_{cfg['target']}": data.drops})})
+                     **drop_attrs({f"validation_{data.system}": data.drops})})
     return ds
 
 

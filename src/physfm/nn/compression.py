@@ -2,7 +2,8 @@
 
 Tensors are ``(batch, channels, time, *space)`` with 1, 2 or 3 spatial axes. Every convolution
 here is *factorised*: a spatial convolution applied to each frame (time folded into the batch,
-``conv1d/2d/3d`` with circular padding for periodic fields) and a temporal convolution applied
+``conv1d/2d/3d``, padded as the boundaries of the data are: circular by default, for periodic
+fields) and a temporal convolution applied
 to each point (space flattened to one axis, a ``conv2d`` with a ``(k, 1)`` kernel on the view
 ``(n, c, time, prod(space))``, which needs no copy). One implementation then serves 1D, 2D and
 3D space, where a joint 4D convolution does not even exist in torch.
@@ -43,19 +44,51 @@ never overlap, in space or in time, so causality and the latent grid are the sam
 stride. The alternative, a bank of independent kernels per stride, would not share weights.
 At time stride 1 the pooled time kernel has a single tap, a channel mixing, and is folded into
 the spatial kernel: one convolution instead of two, and no cost for the flexibility in time.
+
+**Padding that follows the boundaries.** A ``k x k`` spatial convolution needs ``k // 2`` values
+beyond each edge of the grid. The book's synthetic systems are periodic, and there the right
+values are those of the opposite side: circular padding, the default. The Well's data sets have
+walls and open boundaries too (Ohana et al. 2024), and there circular padding glues the two
+sides of the box together: a value at the top wall is convolved with values at the bottom one.
+:class:`SpatialConv` therefore takes a padding mode per axis and side (:func:`padding_modes`),
+and :func:`set_padding` switches every spatial convolution of a built model, a pre-trained
+tokeniser included, without touching its weights (the padding is not a parameter and is not
+saved with them: it belongs to the data). :data:`BOUNDARY_PADDING` maps The Well's boundary
+conditions to modes, :func:`padding_for` a data set's boundaries to a padding:
+
+- ``periodic`` -> ``"circular"``: the values beyond the edge *are* those of the other side;
+- ``wall`` -> ``"symmetric"``: the half-sample mirror :math:`x_{-1-j} = x_j`, the ghost cells of
+  a solid wall in a cell-centred finite-volume code (LeVeque 2002, chapter 7) and the exact
+  continuation of a field with zero normal derivative at the wall (no flux; a cell-centred grid
+  has its wall on a cell face, so the mirror repeats the edge cell). The normal velocity at a
+  wall is mirrored with the opposite sign; a single-channel tokeniser does not know which
+  channel that is, and the even mirror is right for every other field (density, pressure,
+  tangential velocity, concentrations);
+- ``open`` -> ``"replicate"``: the edge value held constant beyond the edge, zero-order
+  extrapolation, the outflow (transmissive) ghost cells of the same codes (LeVeque 2002,
+  chapter 7): a field that leaves the box is continued without inventing structure.
+
+Zero padding, the usual choice of image networks, is available (``"zeros"``) but not mapped: for
+a normalised field it puts the mean beyond every edge, a jump that a tokeniser pre-trained on
+periodic data has never seen; ``"reflect"`` (the whole-sample mirror :math:`x_{-j} = x_j` of
+``torch.nn.functional.pad``) is the wall of a node-centred grid. For a ``3 x 3`` kernel
+(one cell of padding) ``"symmetric"`` and ``"replicate"`` pad the same values; they differ for
+wider kernels.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
 
-__all__ = ["SpatialConv", "CausalTimeConv", "FlexPatch", "FlexUnpatch", "check_frames", "latent_frames"]
+__all__ = ["SpatialConv", "CausalTimeConv", "FlexPatch", "FlexUnpatch", "check_frames", "latent_frames",
+           "PADDING_MODES", "BOUNDARY_PADDING", "padding_modes", "padding_for", "pad", "set_padding", "padding_of",
+           "boundary_distance"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -84,12 +117,134 @@ def latent_frames(frames: int, time_stride: int) -> int:
     return 1 + (frames - 1) // time_stride
 
 
+# ---------------------------------------------------------------------------------------------
+# Spatial padding per axis and side
+# ---------------------------------------------------------------------------------------------
+
+#: the padding modes of :class:`SpatialConv` (module docstring)
+PADDING_MODES = ("circular", "symmetric", "reflect", "replicate", "zeros")
+#: The Well's boundary conditions -> padding modes (module docstring: why these)
+BOUNDARY_PADDING = {"periodic": "circular", "wall": "symmetric", "open": "replicate"}
+
+Modes = tuple[tuple[str, str], ...]  # per spatial axis, (low side, high side)
+Padding = str | Sequence[str | Sequence[str]]
+
+
+def padding_modes(padding: Padding, spatial_dims: int, who: str = "padding_modes") -> Modes:
+    """``((low, high), ...)``, one pair per spatial axis, from ``padding``: one mode for every
+    axis (``"circular"``), or one entry per axis, each a mode or a ``(low, high)`` pair
+    (``[("symmetric", "symmetric"), "replicate"]``). Modes are :data:`PADDING_MODES`; circular
+    padding wraps an axis around, so it is both sides of an axis or neither."""
+
+    def bad(detail: str) -> ValueError:
+        return ValueError(f"{who}: padding must be one of {PADDING_MODES} or a sequence of {spatial_dims} such modes or "
+                          f"(low, high) pairs, one per spatial axis; got {padding!r} ({detail})")
+
+    if isinstance(padding, str):
+        padding = [padding] * spatial_dims
+    if not isinstance(padding, Sequence) or len(padding) != spatial_dims:
+        raise bad(f"expected {spatial_dims} entries")
+    out = []
+    for axis, entry in enumerate(padding):
+        pair = (entry, entry) if isinstance(entry, str) else tuple(entry) if isinstance(entry, Sequence) else ()
+        if len(pair) != 2 or any(not isinstance(m, str) or m not in PADDING_MODES for m in pair):
+            raise bad(f"axis {axis} has {entry!r}")
+        if (pair[0] == "circular") != (pair[1] == "circular"):
+            raise bad(f"axis {axis} is circular on one side only; a periodic axis wraps on both")
+        out.append(pair)
+    return tuple(out)
+
+
+def padding_for(boundaries: Mapping[str, Sequence[str]] | Sequence[Sequence[str] | str],
+                axes: Sequence[str] | None = None) -> Modes:
+    """The padding that matches boundary conditions named as The Well names them.
+
+    Args:
+        boundaries: per spatial axis, ``(low, high)`` conditions (or one for both sides), each
+            ``"periodic"``, ``"wall"`` or ``"open"``; a mapping ``axis -> (low, high)`` as
+            :attr:`physfm.data.well.WellWindows.boundary_conditions` gives it (in its order, or in
+            the order of ``axes``), or a sequence in axis order.
+
+    Returns:
+        ``((low, high), ...)`` modes of :data:`BOUNDARY_PADDING`, for :func:`set_padding`.
+    """
+    if isinstance(boundaries, Mapping):
+        names = list(boundaries) if axes is None else list(axes)
+        missing = [a for a in names if a not in boundaries]
+        if missing:
+            raise ValueError(f"padding_for: boundaries has no axes {missing}; it has {list(boundaries)}")
+        entries = [boundaries[a] for a in names]
+    elif isinstance(boundaries, Sequence) and not isinstance(boundaries, str):
+        entries = list(boundaries)
+    else:
+        raise TypeError(f"padding_for: boundaries must map axes to (low, high) conditions or list them in axis order, "
+                        f"got {type(boundaries).__name__} {boundaries!r}")
+    out = []
+    for entry in entries:
+        pair = (entry, entry) if isinstance(entry, str) else tuple(entry)
+        if len(pair) != 2 or any(str(b).lower() not in BOUNDARY_PADDING for b in pair):
+            raise ValueError(f"padding_for: each axis needs (low, high) conditions among {sorted(BOUNDARY_PADDING)}, "
+                             f"got {entry!r} in {boundaries!r}")
+        out.append(tuple(BOUNDARY_PADDING[str(b).lower()] for b in pair))
+    return padding_modes(out, len(out), "padding_for")
+
+
+def _side(x: torch.Tensor, axis: int, p: int, mode: str, low: bool) -> torch.Tensor:
+    """The ``p`` values beyond the low (or high) end of ``axis`` for ``mode``."""
+    n = x.shape[axis]
+    if mode == "zeros":
+        shape = list(x.shape)
+        shape[axis] = p
+        return x.new_zeros(shape)
+    if mode == "circular":
+        index = torch.arange(n - p, n) if low else torch.arange(0, p)
+        index = index % n
+    elif mode == "replicate":
+        index = torch.zeros(p, dtype=torch.long) if low else torch.full((p,), n - 1)
+    elif mode == "symmetric":  # x[-1 - j] = x[j]
+        index = torch.arange(p - 1, -1, -1) if low else torch.arange(n - 1, n - 1 - p, -1)
+    else:  # reflect: x[-j] = x[j]
+        index = torch.arange(p, 0, -1) if low else torch.arange(n - 2, n - 2 - p, -1)
+    return x.index_select(axis, index.to(x.device))
+
+
+def pad(x: torch.Tensor, amount: int, modes: Modes) -> torch.Tensor:
+    """``x (..., *space)`` with ``amount`` values added at both ends of each of its last
+    ``len(modes)`` axes, axis ``i`` padded with ``modes[i] = (low, high)`` (:data:`PADDING_MODES`).
+
+    Raises:
+        ValueError: an axis too short for its mode (``"reflect"`` needs more than ``amount``
+            points, ``"circular"`` and ``"symmetric"`` at least ``amount``).
+    """
+    d = len(modes)
+    if amount == 0:
+        return x
+    if all(m == ("circular", "circular") for m in modes) and amount <= min(x.shape[-d:]):
+        return F.pad(x, [amount] * (2 * d), mode="circular")  # one call, as every periodic model pads
+    for i, (lo, hi) in enumerate(modes):
+        axis = x.ndim - d + i
+        n = x.shape[axis]
+        need = max((amount + 1 if m == "reflect" else amount if m in ("circular", "symmetric") else 1) for m in (lo, hi))
+        if n < need:
+            raise ValueError(f"pad: spatial axis {i} has {n} points, too few for {amount} cells of {(lo, hi)} padding "
+                             f"(needs at least {need}); use a larger grid, a smaller kernel or 'replicate'/'zeros'")
+        x = torch.cat([_side(x, axis, amount, lo, True), x, _side(x, axis, amount, hi, False)], dim=axis)
+    return x
+
+
 class SpatialConv(nn.Module):
-    """A per-frame spatial convolution with circular padding (kernel ``k``, odd), any of 1-3D."""
+    """A per-frame spatial convolution (kernel ``k``, odd), any of 1-3D, keeping the grid.
+
+    Args:
+        padding: how values beyond the edges are made, per spatial axis and side
+            (:func:`padding_modes`; default ``"circular"``, for periodic fields); change it on a
+            built layer with :meth:`set_padding` (or every layer of a model with :func:`set_padding`).
+    """
 
     lora_weight = "weight"  # the kernel physfm.nn.lora adapts (see physfm.nn.lora.LoRAKernel)
 
-    def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, spatial_dims: int = 2, bias: bool = True):
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, spatial_dims: int = 2, bias: bool = True,
+                 padding: Padding = "circular"):
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"SpatialConv: kernel must be odd to keep the grid, got {kernel}")
@@ -99,15 +254,68 @@ class SpatialConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(c_out, c_in, *[kernel] * spatial_dims))
         self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.set_padding(padding)
+
+    def set_padding(self, padding: Padding) -> SpatialConv:
+        """Pad with ``padding`` from now on (:func:`padding_modes`); the weights stay as they are."""
+        self.padding = padding_modes(padding, self.d, "SpatialConv")
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.d, self.c_in, "SpatialConv")
         n, t = x.shape[0], x.shape[2]
         y = rearrange(x, "n c t ... -> (n t) c ...")
         if self.k > 1:
-            y = F.pad(y, [self.k // 2] * (2 * self.d), mode="circular")
+            y = pad(y, self.k // 2, self.padding)
         y = _CONV[self.d](y, self.weight, self.bias)
         return rearrange(y, "(n t) c ... -> n c t ...", n=n, t=t)
+
+    def extra_repr(self) -> str:
+        pads = "" if all(m == ("circular", "circular") for m in self.padding) else f", padding={self.padding}"
+        return f"{self.c_in}, {self.c_out}, kernel={self.k}, spatial_dims={self.d}{pads}"
+
+
+def boundary_distance(shape: Sequence[int], padding: Padding) -> torch.Tensor:
+    """Cells from every grid point to the nearest edge that is not periodic: ``(*shape)``, float,
+    ``inf`` where every axis is circular. Along an axis of ``n`` cells, cell ``j`` is ``j`` cells
+    from the low edge and ``n - 1 - j`` from the high one (the edge cells are at 0); a side
+    padded circularly is no edge. Where the padding of a model matters: a convolution of radius
+    ``r`` sees the padded values only from points less than ``r`` cells from such an edge."""
+    shape = tuple(int(n) for n in shape)
+    modes = padding_modes(padding, len(shape), "boundary_distance")
+    out = torch.full(shape, math.inf)
+    for axis, (n, (lo, hi)) in enumerate(zip(shape, modes)):
+        j = torch.arange(n, dtype=torch.float32)
+        view = [1] * len(shape)
+        view[axis] = n
+        for side, dist in (("low", j), ("high", n - 1 - j)):
+            if (lo if side == "low" else hi) != "circular":
+                out = torch.minimum(out, dist.reshape(view).expand(shape))
+    return out
+
+
+def set_padding(module: nn.Module, padding: Padding | Mapping[str, Sequence[str]]) -> nn.Module:
+    """Switch every :class:`SpatialConv` inside ``module`` (a tokeniser, a next-frame model) to
+    ``padding``: modes (:func:`padding_modes`), or boundary conditions ``axis -> (low, high)``
+    as :attr:`physfm.data.well.WellWindows.boundary_conditions` gives them (:func:`padding_for`).
+    The weights are not touched: a model pre-trained on periodic data is applied to a walled
+    data set by switching its padding. Returns ``module``."""
+    if isinstance(padding, Mapping):
+        padding = padding_for(padding)
+    convs = [m for m in module.modules() if isinstance(m, SpatialConv)]
+    if not convs:
+        raise ValueError(f"set_padding: {type(module).__name__} holds no SpatialConv to pad")
+    for conv in convs:
+        conv.set_padding(padding)
+    return module
+
+
+def padding_of(module: nn.Module) -> Modes:
+    """The padding of the spatial convolutions of ``module`` (a ValueError if they differ)."""
+    found = {m.padding for m in module.modules() if isinstance(m, SpatialConv)}
+    if len(found) != 1:
+        raise ValueError(f"padding_of: {type(module).__name__} has {'no SpatialConv' if not found else f'mixed paddings {sorted(found)}'}")
+    return found.pop()
 
 
 class CausalTimeConv(nn.Module):

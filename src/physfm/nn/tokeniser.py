@@ -29,6 +29,13 @@ shapes to the decoder's activations at the mirrored places (dynamics fine-tuning
 A dynamics model is built as ``decode(processor(encode(x)))``; :meth:`Tokeniser.encoder_parameters`
 and :meth:`Tokeniser.decoder_parameters` name the two halves, to freeze or fine-tune them apart.
 
+Boundaries: every spatial convolution pads circularly by default (the book's synthetic fields
+are periodic). :meth:`Tokeniser.set_padding` switches them all to a padding per axis and side,
+or to the one that matches a data set's boundary conditions (``tok.set_padding({"x": ("wall",
+"wall"), "y": ("open", "open")})``, :func:`physfm.nn.compression.padding_for`), without new
+weights: a tokeniser pre-trained on periodic data is applied to a walled data set as it is.
+The padding belongs to the data, not to the weights: it is not in the ``state_dict``.
+
 Long sequences: :meth:`Tokeniser.encode_chunks` and :meth:`Tokeniser.decode_chunks` process a few
 latent frames at a time, each piece with just enough past context (every temporal layer is a
 causal convolution of finite width) to equal the full pass up to rounding. Independent pieces
@@ -38,13 +45,22 @@ chunking impossible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from physfm.nn.compression import CausalTimeConv, FlexPatch, FlexUnpatch, SpatialConv, check_frames
+from physfm.nn.compression import (
+    CausalTimeConv,
+    FlexPatch,
+    FlexUnpatch,
+    Padding,
+    SpatialConv,
+    check_frames,
+    padding_of,
+    set_padding,
+)
 
 __all__ = ["TokeniserConfig", "Tokeniser", "RMSNorm", "ResBlock"]
 
@@ -114,9 +130,11 @@ class Tokeniser(nn.Module):
 
     Args:
         config: a :class:`TokeniserConfig`, or its fields as keyword arguments.
+        padding: spatial padding of every convolution (default ``"circular"``; see
+            :meth:`set_padding`).
     """
 
-    def __init__(self, config: TokeniserConfig | None = None, **kwargs):
+    def __init__(self, config: TokeniserConfig | None = None, *, padding: Padding = "circular", **kwargs):
         super().__init__()
         if config is None:
             if "channels" in kwargs:
@@ -137,6 +155,26 @@ class Tokeniser(nn.Module):
         self.up = FlexUnpatch(c1, c0, patch=cfg.patch, time_patch=cfg.time_patch, spatial_dims=d)
         self.dec_out = nn.Sequential(RMSNorm(c0), nn.SiLU(), SpatialConv(c0, 1, 3, spatial_dims=d))
         self.check_stride(cfg.stride, cfg.time_stride)
+        if padding != "circular":
+            self.set_padding(padding)
+
+    # -- boundaries -----------------------------------------------------------------------
+
+    def set_padding(self, padding: Padding | Mapping[str, Sequence[str]]) -> Tokeniser:
+        """Pad every spatial convolution with ``padding`` from now on, the weights unchanged.
+
+        ``padding``: modes per axis and side (:func:`physfm.nn.compression.padding_modes`, e.g.
+        ``"circular"`` or ``[("symmetric", "symmetric"), "replicate"]``), or boundary
+        conditions ``axis -> (low, high)`` named as The Well names them (``"periodic"``,
+        ``"wall"``, ``"open"``; :func:`physfm.nn.compression.padding_for`). Returns the tokeniser.
+        """
+        set_padding(self, padding)
+        return self
+
+    @property
+    def padding(self) -> tuple[tuple[str, str], ...]:
+        """The spatial padding in use, ``((low, high), ...)`` per axis."""
+        return padding_of(self)
 
     # -- strides --------------------------------------------------------------------------
 

@@ -49,10 +49,22 @@ def tokeniser_config(cfg: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
     recipe = {k: cfg[k] for k in RECIPE_KEYS}
     if cfg.get("refresh_every") is not None:  # optional: crops read between refreshes (default: buffer)
         recipe["refresh_every"] = cfg["refresh_every"]
+    for k in WELL_KEYS:  # optional: crops of a data set in The Well's layout too
+        if cfg.get(k):
+            recipe[k] = cfg[k]
     recipe.update(changes)
-    recipe["systems"] = {name: {k: v for k, v in s.as_dict().items() if k != "name"} for name, s in specs(recipe["systems"]).items()}
+    if recipe["systems"] or not recipe.get("well"):
+        recipe["systems"] = {name: {k: v for k, v in s.as_dict().items() if k != "name"} for name, s in specs(recipe["systems"]).items()}
+    else:
+        recipe["systems"] = {}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
 
+
+#: optional recipe keys: ``well``, a data set in The Well's layout whose training split gives the
+#: crops instead of generated systems (:class:`~physfm.data.well_streams.WellCropStream`, its
+#: ``valid`` split the validation crops), and ``well_stats``, a digest of its ``stats.yaml`` that
+#: keys the cache to the data as well as to its path
+WELL_KEYS = ("well", "well_stats")
 
 #: the modules whose code shapes a pre-trained tokeniser: a change to any of them trains anew
 CODE = (pde, spectral, spec_module, normalise, streams, compression, tokeniser_module, loop, metrics)
@@ -61,7 +73,8 @@ CODE = (pde, spectral, spec_module, normalise, streams, compression, tokeniser_m
 def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str = "cpu", name: str = "tokeniser",
                        progress: bool = True, use_cache: bool = True, checkpoint: str | os.PathLike | None = None):
     """Pre-train a 2D :class:`~physfm.nn.tokeniser.Tokeniser` as an autoencoder on single-channel
-    crops streamed from ``recipe["systems"]``, with a random compression ratio per step.
+    crops streamed from ``recipe["systems"]`` (or read from the training split of the data set
+    ``recipe["well"]`` in The Well's layout, :data:`WELL_KEYS`), with a random compression ratio per step.
 
     Each step draws a spatial stride from ``strides`` and a time stride from ``time_strides``,
     so one set of weights learns every ratio. The training stream is seeded by
@@ -89,7 +102,10 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
         training streams of every rank counted).
     """
     r = tokeniser_config(recipe)
-    systems = specs(r["systems"])
+    if r["systems"] and r.get("well"):
+        raise ValueError(f"pretrain_tokeniser: a recipe takes its crops from systems or from a data set (well), "
+                         f"got both: {sorted(r['systems'])} and {r['well']!r}")
+    systems = specs(r["systems"]) if r["systems"] else {}
     crop = (int(r["crop_t"]), int(r["crop"]), int(r["crop"]))
     model_args = dict(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
                       patch=r["patch"], time_patch=r["time_patch"], stride=max(r["strides"]), time_stride=max(r["time_strides"]))
@@ -104,15 +120,24 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
     def fit(model):
         model.to(device)
         grid = (r["grid"], r["grid"])
-        stream = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop, size=r["buffer"], refresh=r["refresh"],
-                                    refresh_every=r.get("refresh_every"), seed=seed_for("train", r["seed"]), device=device)
+        if r.get("well"):
+            from physfm.data.well_streams import WellCropStream
+
+            stream = WellCropStream(r["well"], "train", crop=crop, seed=seed_for("train", r["seed"]), device=device)
+        else:
+            stream = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop, size=r["buffer"], refresh=r["refresh"],
+                                        refresh_every=r.get("refresh_every"), seed=seed_for("train", r["seed"]), device=device)
         held_out: dict[str, Any] = {}
 
         def validation():  # rank 0 alone evaluates: the others never draw the validation set
             if not held_out:
-                held_out["stream"] = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop,
-                                                        size=max(len(systems), r["val_crops"] // 2), refresh=0.0,
-                                                        seed=seed_for("validation", r["seed"]), device=device)
+                if r.get("well"):
+                    held_out["stream"] = WellCropStream(r["well"], "valid", crop=crop, seed=seed_for("validation", r["seed"]),
+                                                        device=device)
+                else:
+                    held_out["stream"] = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop,
+                                                            size=max(len(systems), r["val_crops"] // 2), refresh=0.0,
+                                                            seed=seed_for("validation", r["seed"]), device=device)
                 held_out["crops"] = streams.take(held_out["stream"], r["val_crops"])
             return held_out["crops"]
 
@@ -137,11 +162,12 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
                        checkpoint=checkpoint)
         if is_main_process():
             validation()
-        drops = gather_objects(stream.buffer.drops())
+        drops = gather_objects(_drops(stream))
         if "stream" in held_out:
-            drops.append(held_out["stream"].buffer.drops())
-        curves.attrs["trajectories_per_second"] = float(stream.buffer.trajectories_per_second)
-        curves.attrs["generation_seconds"] = float(stream.buffer.seconds)
+            drops.append(_drops(held_out["stream"]))
+        if hasattr(stream, "buffer"):  # generated crops (a data set's are read, not generated)
+            curves.attrs["trajectories_per_second"] = float(stream.buffer.trajectories_per_second)
+            curves.attrs["generation_seconds"] = float(stream.buffer.seconds)
         curves.attrs.update(drop_attrs(_summed(drops)))
         model.cpu()
         return broadcast_object(curves)
@@ -155,6 +181,11 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
     if is_main_process():
         Path(checkpoint).unlink(missing_ok=True)
     return out
+
+
+def _drops(stream) -> dict[str, dict[str, float]]:
+    """What a crop stream generated and dropped: its buffer's, or a data set's stream's own (none dropped)."""
+    return stream.buffer.drops() if hasattr(stream, "buffer") else stream.drops()
 
 
 def _summed(drops: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
