@@ -62,6 +62,7 @@ test: test-env lint unit notebooks book-check
 # ruff (configured in pyproject.toml): the library, tests, benchmarks and the chapters' code cells
 lint: test-env
 	$(BIN)/ruff check src tests benchmarks book
+	$(BIN)/ruff format --check src tests benchmarks
 
 # unit tests draw without a display; the notebooks must not (under MPLBACKEND=Agg a Jupyter
 # kernel keeps no figures: plt.show() renders nothing into the page)

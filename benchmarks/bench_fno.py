@@ -43,8 +43,14 @@ from neuralop.layers.spectral_convolution import SpectralConv as NOSpectralConv
 from physfm.nn.fno import SpectralConv
 
 BATCH = 8
-CASES = [((64, 64), 32, (16, 16)), ((64, 64), 64, (16, 16)), ((128, 128), 32, (16, 16)), ((128, 128), 64, (16, 16)),
-         ((32, 32, 32), 32, (8, 8, 8)), ((64, 64), 32, (64, 64))]
+CASES = [
+    ((64, 64), 32, (16, 16)),
+    ((64, 64), 64, (16, 16)),
+    ((128, 128), 32, (16, 16)),
+    ((128, 128), 64, (16, 16)),
+    ((32, 32, 32), 32, (8, 8, 8)),
+    ((64, 64), 32, (64, 64)),
+]
 
 
 def _best_time(f, repeats: int) -> float:
@@ -106,7 +112,7 @@ def _paired(fns: dict, repeats: int) -> tuple[dict[str, float], list[float]]:
         f()
     times = {k: [] for k in fns}
     for i in range(repeats):
-        for k in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
+        for k in list(fns) if i % 2 == 0 else list(fns)[::-1]:
             t = time.perf_counter()
             fns[k]()
             times[k].append(time.perf_counter() - t)
@@ -129,8 +135,10 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, float32, {repeats} repeats")
     before = ceilings()
     print("machine before: GEMM {gemm:.0f} GFLOP/s, FFT {fft:.1f} GFLOP/s, copy {bandwidth:.1f} GB/s\n".format(**before))
-    head = (f"{'grid':<9}{'width':>5}{'modes':>11} | {'ours':>7}{'NO':>8}{'ratio':>7} | {'ours':>7}{'NO':>8}{'ratio':>7}"
-            f"{'spread':>12} | {'ours%GEMM':>9}{'NO%FFT':>7}{'floor':>7}{'x floor':>8} | target")
+    head = (
+        f"{'grid':<9}{'width':>5}{'modes':>11} | {'ours':>7}{'NO':>8}{'ratio':>7} | {'ours':>7}{'NO':>8}{'ratio':>7}"
+        f"{'spread':>12} | {'ours%GEMM':>9}{'NO%FFT':>7}{'floor':>7}{'x floor':>8} | target"
+    )
     print(f"{'':<25} | {'forward (ms)':^22} | {'forward + backward (ms)':^34} |")
     print(head)
     ok = True
@@ -149,6 +157,7 @@ def main(argv=None) -> int:
             def f():
                 with torch.no_grad():
                     layer(x)
+
             return f
 
         def both(layer):
@@ -156,6 +165,7 @@ def main(argv=None) -> int:
                 x.grad = None
                 layer.zero_grad(set_to_none=True)
                 layer(x).backward(g)
+
             return f
 
         tf, _ = _paired({"ours": fwd(ours), "theirs": fwd(theirs)}, repeats)
@@ -169,14 +179,19 @@ def main(argv=None) -> int:
         need = 2.0 if width == 64 else 1.0
         met = r1 >= 1.0 and r2 >= need
         ok &= met
-        print(f"{'x'.join(map(str, shape)):<9}{width:>5}{str(modes):>11} | {1e3 * tf['ours']:>7.1f}{1e3 * tf['theirs']:>8.1f}"
-              f"{r1:>6.2f}x | {1e3 * tb['ours']:>7.1f}{1e3 * tb['theirs']:>8.1f}{r2:>6.2f}x{f'{lo:.2f}-{hi:.2f}':>12} | "
-              f"{100 * ours_gemm:>8.0f}%{100 * no_fft:>6.0f}%{1e3 * floor:>7.1f}{tb['ours'] / floor:>7.1f}x | "
-              f">= {need:g}x: {'met' if met else 'NOT met'}", flush=True)
+        print(
+            f"{'x'.join(map(str, shape)):<9}{width:>5}{str(modes):>11} | {1e3 * tf['ours']:>7.1f}{1e3 * tf['theirs']:>8.1f}"
+            f"{r1:>6.2f}x | {1e3 * tb['ours']:>7.1f}{1e3 * tb['theirs']:>8.1f}{r2:>6.2f}x{f'{lo:.2f}-{hi:.2f}':>12} | "
+            f"{100 * ours_gemm:>8.0f}%{100 * no_fft:>6.0f}%{1e3 * floor:>7.1f}{tb['ours'] / floor:>7.1f}x | "
+            f">= {need:g}x: {'met' if met else 'NOT met'}",
+            flush=True,
+        )
     after = ceilings()
     print("\nmachine after: GEMM {gemm:.0f} GFLOP/s, FFT {fft:.1f} GFLOP/s, copy {bandwidth:.1f} GB/s".format(**after))
-    print("ratio: neuraloperator's time / ours (median); spread: 25th-75th percentile of the per-repeat "
-          "forward+backward ratios; floor: max(our flops / GEMM, bytes moved / bandwidth), measured before")
+    print(
+        "ratio: neuraloperator's time / ours (median); spread: 25th-75th percentile of the per-repeat "
+        "forward+backward ratios; floor: max(our flops / GEMM, bytes moved / bandwidth), measured before"
+    )
     return 0 if ok else 1
 
 

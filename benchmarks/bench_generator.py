@@ -67,12 +67,36 @@ def _cases(shapes):
     from torchfsm.pde import Burgers, KuramotoSivashinskyHighDim, NavierStokesVorticity
 
     for n in shapes:
-        yield (f"KS {n}x{n}", pde.KuramotoSivashinsky(ranges={"nu": 1.0}), KuramotoSivashinskyHighDim,
-               lambda L, N, dt: ex.stepper.KuramotoSivashinsky(2, L, N, dt, order=4), 12 * math.pi, 0.05, 1, n)
-        yield (f"Burgers {n}x{n}", pde.Burgers(ranges={"nu": 0.03}), lambda: Burgers(0.03),
-               lambda L, N, dt: ex.stepper.Burgers(2, L, N, dt, diffusivity=0.03, order=4), 2 * math.pi, 0.01, 2, n)
-        yield (f"NS {n}x{n}", pde.NavierStokes2D(ranges={"nu": 0.01, "drag": 0.0, "forcing": 0.0}), lambda: NavierStokesVorticity(100.0),
-               lambda L, N, dt: ex.stepper.NavierStokesVorticity(2, L, N, dt, diffusivity=0.01, order=4), 2 * math.pi, 0.01, 1, n)
+        yield (
+            f"KS {n}x{n}",
+            pde.KuramotoSivashinsky(ranges={"nu": 1.0}),
+            KuramotoSivashinskyHighDim,
+            lambda L, N, dt: ex.stepper.KuramotoSivashinsky(2, L, N, dt, order=4),
+            12 * math.pi,
+            0.05,
+            1,
+            n,
+        )
+        yield (
+            f"Burgers {n}x{n}",
+            pde.Burgers(ranges={"nu": 0.03}),
+            lambda: Burgers(0.03),
+            lambda L, N, dt: ex.stepper.Burgers(2, L, N, dt, diffusivity=0.03, order=4),
+            2 * math.pi,
+            0.01,
+            2,
+            n,
+        )
+        yield (
+            f"NS {n}x{n}",
+            pde.NavierStokes2D(ranges={"nu": 0.01, "drag": 0.0, "forcing": 0.0}),
+            lambda: NavierStokesVorticity(100.0),
+            lambda L, N, dt: ex.stepper.NavierStokesVorticity(2, L, N, dt, diffusivity=0.01, order=4),
+            2 * math.pi,
+            0.01,
+            1,
+            n,
+        )
 
 
 def bench_solvers(shapes, repeats: int) -> list[tuple]:
@@ -109,8 +133,9 @@ def _generator_of(ref: str):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    source = subprocess.run(["git", "-C", str(root), "show", f"{ref}:src/physfm/data/pde.py"], capture_output=True,
-                            text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(root), "show", f"{ref}:src/physfm/data/pde.py"], capture_output=True, text=True, check=True
+    ).stdout
     name = f"physfm.data._pde_{re.sub(r'[^0-9A-Za-z]', '_', ref)}"
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
     sys.modules[name] = module  # dataclasses look their module up
@@ -127,13 +152,22 @@ def bench_generate(ref: str, repeats: int, shape=(64, 64), frames: int = 17, bat
         runs = {}
         fns = []
         for label, module in (("after", pde), ("before", old)):
+
             def fn(module=module, label=label):
-                runs[label] = module.generate(name, batch=batch, shape=shape, frames=frames,
-                                              generator=torch.Generator().manual_seed(0))
+                runs[label] = module.generate(
+                    name, batch=batch, shape=shape, frames=frames, generator=torch.Generator().manual_seed(0)
+                )
+
             fns.append(fn)
         best = [min(t) for t in _times(fns, repeats)]
-        old_steps = (round(old.SYSTEMS[name].warmup / old.SYSTEMS[name].dt)
-                     + (frames - 1) * max(1, round(old.SYSTEMS[name].interval / old.SYSTEMS[name].dt))) if hasattr(old.SYSTEMS[name], "dt") else None
+        old_steps = (
+            (
+                round(old.SYSTEMS[name].warmup / old.SYSTEMS[name].dt)
+                + (frames - 1) * max(1, round(old.SYSTEMS[name].interval / old.SYSTEMS[name].dt))
+            )
+            if hasattr(old.SYSTEMS[name], "dt")
+            else None
+        )
         rows.append((name, batch / best[1], batch / best[0], old_steps, runs["after"].steps))
     return rows
 
@@ -170,16 +204,32 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     r = training.tokeniser_config(profiles.resolve("tokeniser", "cpu"))
     crop = (r["crop_t"], r["crop"], r["crop"])
     shape = (r["grid"],) * 2
-    stream = streams.CropStream(r["systems"], shape=shape, frames=r["frames"], crop=crop,
-                                size=r["buffer"], refresh=r["refresh"], refresh_every=r.get("refresh_every"), seed=0)
-    sampling = streams.CropStream(r["systems"], shape=shape, frames=r["frames"], crop=crop,
-                                  size=len(r["systems"]), refresh=0.0, seed=0)  # cutting crops only
+    stream = streams.CropStream(
+        r["systems"],
+        shape=shape,
+        frames=r["frames"],
+        crop=crop,
+        size=r["buffer"],
+        refresh=r["refresh"],
+        refresh_every=r.get("refresh_every"),
+        seed=0,
+    )
+    sampling = streams.CropStream(
+        r["systems"], shape=shape, frames=r["frames"], crop=crop, size=len(r["systems"]), refresh=0.0, seed=0
+    )  # cutting crops only
     stream._ensure_buffer()  # fill once, not timed
     sampling._ensure_buffer()
     torch.manual_seed(0)
-    model = Tokeniser(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
-                      patch=r["patch"], time_patch=r["time_patch"], stride=max(r["strides"]),
-                      time_stride=max(r["time_strides"]))
+    model = Tokeniser(
+        spatial_dims=2,
+        channels=tuple(r["channels"]),
+        latent=r["latent"],
+        blocks=r["blocks"],
+        patch=r["patch"],
+        time_patch=r["time_patch"],
+        stride=max(r["strides"]),
+        time_stride=max(r["time_strides"]),
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=r["lr"])
     x = streams.take(sampling, r["batch"])
     rng = torch.Generator().manual_seed(0)
@@ -202,8 +252,11 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     seconds = {"stream": 0.0, "cut": 0.0, "train": 0.0}
     its = {"stream": iter(stream), "cut": iter(sampling)}
     for _ in range(cycles * len(r["systems"])):
-        for key, fn in (("stream", lambda: read(its["stream"], period)), ("cut", lambda: read(its["cut"], period)),
-                        ("train", lambda: [step() for _ in range(steps)])):
+        for key, fn in (
+            ("stream", lambda: read(its["stream"], period)),
+            ("cut", lambda: read(its["cut"], period)),
+            ("train", lambda: [step() for _ in range(steps)]),
+        ):
             start = time.perf_counter()
             fn()
             seconds[key] += time.perf_counter() - start
@@ -214,13 +267,17 @@ def bench_stream_vs_training(cycles: int) -> tuple[float, float]:
     reads = period / round(r["refresh"] * r["buffer"])  # crops read per generated trajectory
     per_traj = (1 / supplied - per_crop) * reads  # generating one trajectory (systems mixed)
     params = sum(p.numel() for p in model.parameters())
-    print(f"\ntokeniser (cpu recipe): {params / 1e3:.0f}k parameters, crops {crop}, batch {r['batch']}; stream: "
-          f"{1 / per_traj:.1f} trajectories/s ({r['grid']}^2, {r['frames']} frames, systems mixed), "
-          f"{per_crop * 1e6:.0f} us to cut a crop, each trajectory read {reads:.0f} times")
+    print(
+        f"\ntokeniser (cpu recipe): {params / 1e3:.0f}k parameters, crops {crop}, batch {r['batch']}; stream: "
+        f"{1 / per_traj:.1f} trajectories/s ({r['grid']}^2, {r['frames']} frames, systems mixed), "
+        f"{per_crop * 1e6:.0f} us to cut a crop, each trajectory read {reads:.0f} times"
+    )
     target = 1 / (5 * consumed)
     if target > per_crop:
-        print(f"supply would reach 5x consumption with each trajectory read {per_traj / (target - per_crop):.0f} times "
-              f"(the recipe reads each {reads:.0f} times)")
+        print(
+            f"supply would reach 5x consumption with each trajectory read {per_traj / (target - per_crop):.0f} times "
+            f"(the recipe reads each {reads:.0f} times)"
+        )
     return supplied, consumed
 
 
@@ -234,19 +291,25 @@ def main(argv=None) -> int:
     repeats = 2 if args.quick else 5
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     rows = bench_generate(args.ref, 3 if args.quick else 5)
-    print(f"\ngenerate(): 64x64, 17 frames, batches of 8, float32; this checkout ('after') against {args.ref} ('before'), "
-          "best of interleaved repeats")
+    print(
+        f"\ngenerate(): 64x64, 17 frames, batches of 8, float32; this checkout ('after') against {args.ref} ('before'), "
+        "best of interleaved repeats"
+    )
     print(f"{'system':<22}{'before':>10}{'after':>10}{'after/before':>14}{'steps before':>14}{'steps after':>13}")
     print(f"{'':<22}{'traj/s':>10}{'traj/s':>10}{'':>14}{'per traj.':>14}{'per traj.':>13}")
     for name, before, after, s_before, s_after in rows:
-        print(f"{name:<22}{before:10.2f}{after:10.2f}{after / before:13.2f}x{s_before if s_before is not None else '?':>14}{s_after:>13}")
+        print(
+            f"{name:<22}{before:10.2f}{after:10.2f}{after / before:13.2f}x{s_before if s_before is not None else '?':>14}{s_after:>13}"
+        )
     mixed = lambda col: len(rows) / sum(1 / r[col] for r in rows)  # equal shares of trajectories
     print(f"{'mixed (equal shares)':<22}{mixed(1):10.2f}{mixed(2):10.2f}{mixed(2) / mixed(1):13.2f}x")
     if args.generate_only:
         return 0
     print(f"\nsolvers: batch {BATCH}, {STEPS} ETDRK4 steps per trajectory, float32")
     rows = bench_solvers(shapes, repeats)
-    print(f"\n{'case':<16}{'physfm':>10}{'torchfsm':>10}{'exponax':>10}{'vs torchfsm':>13}{'vs exponax':>12}   targets >= 1.0x, >= 0.67x")
+    print(
+        f"\n{'case':<16}{'physfm':>10}{'torchfsm':>10}{'exponax':>10}{'vs torchfsm':>13}{'vs exponax':>12}   targets >= 1.0x, >= 0.67x"
+    )
     print(f"{'':<16}{'traj/s':>10}{'traj/s':>10}{'traj/s':>10}")
     ok = True
     for name, ours, fsm, exp in rows:
@@ -257,8 +320,10 @@ def main(argv=None) -> int:
     gen, used = bench_stream_vs_training(1 if args.quick else 2)
     met = gen >= 5 * used
     ok &= met
-    print(f"stream: {gen:.0f} crops/s supplied (fresh data generated inline), training consumes {used:.0f} crops/s: "
-          f"ratio {gen / used:.1f}x   target >= 5x: {'met' if met else 'NOT met'}")
+    print(
+        f"stream: {gen:.0f} crops/s supplied (fresh data generated inline), training consumes {used:.0f} crops/s: "
+        f"ratio {gen / used:.1f}x   target >= 5x: {'met' if met else 'NOT met'}"
+    )
     return 0 if ok else 1
 
 

@@ -72,16 +72,24 @@ def models_for(base: nn.Sequential) -> dict[str, nn.Module]:
     peft_merged = copy.deepcopy(peft)
     peft_merged.merge_adapter()
     ours_merged = merge_lora(copy.deepcopy(ours))
-    return {"base": base, "base copy": copy.deepcopy(base), "peft": peft, "ours": ours,
-            "peft merged": peft_merged, "ours merged": ours_merged}
+    return {
+        "base": base,
+        "base copy": copy.deepcopy(base),
+        "peft": peft,
+        "ours": ours,
+        "peft merged": peft_merged,
+        "ours merged": ours_merged,
+    }
 
 
 def step_fn(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
     if mode == "forward, no_grad":
+
         def run():
             with torch.no_grad():
                 model(x)
     elif mode == "forward, autograd on":
+
         def run():
             model(x)
     else:
@@ -89,6 +97,7 @@ def step_fn(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
 
         def run():
             model(xg).square().mean().backward()
+
     return run
 
 
@@ -101,7 +110,7 @@ def overheads(models: dict[str, nn.Module], x: torch.Tensor, mode: str, rounds: 
     base_times = []
     for i in range(rounds):
         times = {}
-        for k in names[i % len(names):] + names[: i % len(names)]:  # rotate the order each round
+        for k in names[i % len(names) :] + names[: i % len(names)]:  # rotate the order each round
             start = time.perf_counter()
             runs[k]()
             times[k] = time.perf_counter() - start
@@ -117,17 +126,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (noisier)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--stacks", nargs="+", default=["Linear", "Conv2d", "Conv3d"],
-                        choices=["Linear", "Conv2d", "Conv3d"])
+    parser.add_argument("--stacks", nargs="+", default=["Linear", "Conv2d", "Conv3d"], choices=["Linear", "Conv2d", "Conv3d"])
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds = 5 if args.quick else 15
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, LoRA r={RANK} alpha={ALPHA} on every "
-          f"layer, {rounds} interleaved rounds, overhead = median of time/time(base) - 1\n")
-    head = (f"{'stack':<8}{'mode':<22}{'base ms':>9}{'noise':>7}{'peft':>7}{'ours':>7}{'ours/peft':>10}"
-            f"{'peft mrg':>9}{'ours mrg':>9}  target")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, LoRA r={RANK} alpha={ALPHA} on every "
+        f"layer, {rounds} interleaved rounds, overhead = median of time/time(base) - 1\n"
+    )
+    head = (
+        f"{'stack':<8}{'mode':<22}{'base ms':>9}{'noise':>7}{'peft':>7}{'ours':>7}{'ours/peft':>10}"
+        f"{'peft mrg':>9}{'ours mrg':>9}  target"
+    )
     print(head)
     print("-" * len(head))
     all_met = True
@@ -144,8 +156,10 @@ def main(argv=None) -> int:
                 verdict = ("met" if met else "NOT met") + " (ours <= peft/2, merged ~ 0)"
             else:
                 verdict = "no target"
-            print(f"{'':<8}{mode:<22}{1e3 * base_t:>9.1f}{ov['base copy']:>+7.0%}{ov['peft']:>+7.0%}{ov['ours']:>+7.0%}"
-                  f"{rel:>10.2f}{ov['peft merged']:>+9.0%}{ov['ours merged']:>+9.0%}  {verdict}")
+            print(
+                f"{'':<8}{mode:<22}{1e3 * base_t:>9.1f}{ov['base copy']:>+7.0%}{ov['peft']:>+7.0%}{ov['ours']:>+7.0%}"
+                f"{rel:>10.2f}{ov['peft merged']:>+9.0%}{ov['ours merged']:>+9.0%}  {verdict}"
+            )
         del models
     print("\nnoise: an identical copy of the base model, timed like the others.")
     print(f"all forward targets {'met' if all_met else 'NOT met'}")

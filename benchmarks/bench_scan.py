@@ -80,17 +80,22 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--d-inner", type=int, default=64)
     parser.add_argument("--d-state", type=int, default=16)
-    parser.add_argument("--chunks", type=int, nargs="*", default=[1, 8, 32, 64],
-                        help="chunk sizes of the second table (none: skip it)")
+    parser.add_argument(
+        "--chunks", type=int, nargs="*", default=[1, 8, 32, 64], help="chunk sizes of the second table (none: skip it)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, "
-          f"d_inner {args.d_inner}, d_state {args.d_state}, float32; median of {args.repeats} "
-          f"interleaved runs\n")
-    header = (f"{'L':>6} | {'forward ms':>10} {'mambapy':>9} {'ratio':>6} | "
-              f"{'fwd+bwd ms':>10} {'mambapy':>9} {'ratio':>6} | target fwd+bwd >= {TARGET:g}x")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, "
+        f"d_inner {args.d_inner}, d_state {args.d_state}, float32; median of {args.repeats} "
+        f"interleaved runs\n"
+    )
+    header = (
+        f"{'L':>6} | {'forward ms':>10} {'mambapy':>9} {'ratio':>6} | "
+        f"{'fwd+bwd ms':>10} {'mambapy':>9} {'ratio':>6} | target fwd+bwd >= {TARGET:g}x"
+    )
     print(header)
     print("-" * len(header))
     met_all = True
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
         for backward in (False, True):
             runs = {"ours": _timer(_ours, ours, backward), "mambapy": _timer(_mambapy, theirs, backward)}
             times = {k: [] for k in runs}
-            for r in runs.values():                       # warm-up
+            for r in runs.values():  # warm-up
                 r()
             for _ in range(args.repeats):
                 for k, r in runs.items():
@@ -112,10 +117,8 @@ def main(argv=None) -> int:
         met = row[1][2] >= TARGET
         met_all &= met
         (fo, fm, fr), (bo, bm, br) = row
-        print(f"{L:>6} | {fo:>10.1f} {fm:>9.1f} {fr:>5.1f}x | {bo:>10.1f} {bm:>9.1f} {br:>5.1f}x | "
-              f"{'met' if met else 'NOT met'}")
-    print(f"\ntarget (forward+backward >= {TARGET:g}x faster than mamba.py at every length): "
-          f"{'met' if met_all else 'NOT met'}")
+        print(f"{L:>6} | {fo:>10.1f} {fm:>9.1f} {fr:>5.1f}x | {bo:>10.1f} {bm:>9.1f} {br:>5.1f}x | {'met' if met else 'NOT met'}")
+    print(f"\ntarget (forward+backward >= {TARGET:g}x faster than mamba.py at every length): {'met' if met_all else 'NOT met'}")
     if args.chunks:
         _chunk_table(args, g)
     return 0

@@ -100,9 +100,11 @@ def main(argv=None) -> int:
     rate = throughput(tok, x, cfg.strides, cfg.time_strides, 8 if args.quick else 30)
     need = cfg.steps * cfg.batch / BUDGET_S
     print(f"1. training, random ratio from strides {cfg.strides} x time strides {cfg.time_strides}")
-    print(f"   {rate:.1f} crops/s, {cfg.batch / rate * 1e3:.0f} ms/step; the preset's {cfg.steps} steps take "
-          f"{cfg.steps * cfg.batch / rate:.0f} s; target >= {need:.1f} crops/s ({cfg.steps} x {cfg.batch} crops "
-          f"in {BUDGET_S:.0f} s): {'met' if rate >= need else 'NOT met'}\n")
+    print(
+        f"   {rate:.1f} crops/s, {cfg.batch / rate * 1e3:.0f} ms/step; the preset's {cfg.steps} steps take "
+        f"{cfg.steps * cfg.batch / rate:.0f} s; target >= {need:.1f} crops/s ({cfg.steps} x {cfg.batch} crops "
+        f"in {BUDGET_S:.0f} s): {'met' if rate >= need else 'NOT met'}\n"
+    )
 
     # 2. per ratio, flexible against fixed
     print("2. one batch per ratio: flexible tokeniser against a fixed-ratio one (same FLOPs), median ms")
@@ -121,10 +123,14 @@ def main(argv=None) -> int:
             both = _interleaved({"flex": _step_fn(tok, xs, s, st), "fixed": _step_fn(fixed, xs, s, st)}, repeats)
             rf, rb = fwd["flex"] / fwd["fixed"], both["flex"] / both["fixed"]
             worst = max(worst, rb)
-            print(f"{s:>6}{st:>9}{tok.config.ratio(s, st):>7g}{1e3 * fwd['flex']:>10.1f}{1e3 * fwd['fixed']:>10.1f}{rf:>7.2f}"
-                  f"{1e3 * both['flex']:>10.1f}{1e3 * both['fixed']:>10.1f}{rb:>7.2f}")
-    print(f"   worst training-step overhead of flexibility {worst:.2f}x; target <= {FLEX_TARGET}x: "
-          f"{'met' if worst <= FLEX_TARGET else 'NOT met'}\n")
+            print(
+                f"{s:>6}{st:>9}{tok.config.ratio(s, st):>7g}{1e3 * fwd['flex']:>10.1f}{1e3 * fwd['fixed']:>10.1f}{rf:>7.2f}"
+                f"{1e3 * both['flex']:>10.1f}{1e3 * both['fixed']:>10.1f}{rb:>7.2f}"
+            )
+    print(
+        f"   worst training-step overhead of flexibility {worst:.2f}x; target <= {FLEX_TARGET}x: "
+        f"{'met' if worst <= FLEX_TARGET else 'NOT met'}\n"
+    )
 
     # 3. the chapter's 3D tokeniser
     if not args.quick:
@@ -132,8 +138,10 @@ def main(argv=None) -> int:
         tok3 = Tokeniser(spatial_dims=3, channels=(8, 32), latent=4, blocks=1, patch=2, time_patch=1, stride=2, time_stride=1)
         x3 = torch.randn(4, 1, 5, cfg.volume, cfg.volume, cfg.volume)
         rate3 = throughput(tok3, x3, (2,), (1,), 20)
-        print(f"3. 3D tokeniser of the chapter ({tok3.n_parameters():,} parameters, crops {tuple(x3.shape[1:])}): "
-              f"{rate3:.1f} crops/s, {cfg.steps_3d} steps take {cfg.steps_3d * x3.shape[0] / rate3:.0f} s")
+        print(
+            f"3. 3D tokeniser of the chapter ({tok3.n_parameters():,} parameters, crops {tuple(x3.shape[1:])}): "
+            f"{rate3:.1f} crops/s, {cfg.steps_3d} steps take {cfg.steps_3d * x3.shape[0] / rate3:.0f} s"
+        )
     return 0
 
 

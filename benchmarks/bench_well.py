@@ -47,8 +47,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     repeats, n_windows = (2, 100) if args.quick else (5, 400)
     torch.set_num_threads(1)  # one window at a time: no parallel regions worth their start-up
-    print(f"torch {torch.__version__}, grid {SHAPE}, windows of {N_IN}+{N_OUT} frames, {n_windows} windows per repeat, "
-          f"best of {repeats}\n")
+    print(
+        f"torch {torch.__version__}, grid {SHAPE}, windows of {N_IN}+{N_OUT} frames, {n_windows} windows per repeat, "
+        f"best of {repeats}\n"
+    )
     print(f"{'data set':<30}{'MB':>6}{'normalisation':>15}{'ours win/s':>12}{'WellDataset':>13}{'ratio':>8}  target")
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,9 +60,14 @@ def main(argv=None) -> int:
             mb = sum(p.stat().st_size for p in path.rglob("*.hdf5")) / 2**20
             for norm in (None, "zscore"):
                 ours = well.WellWindows(path, "train", n_steps_input=N_IN, n_steps_output=N_OUT, normalization=norm)
-                theirs = WellDataset(path=str(path), well_split_name="train", n_steps_input=N_IN, n_steps_output=N_OUT,
-                                     use_normalization=norm is not None,
-                                     normalization_type=ZScoreNormalization if norm else None)
+                theirs = WellDataset(
+                    path=str(path),
+                    well_split_name="train",
+                    n_steps_input=N_IN,
+                    n_steps_output=N_OUT,
+                    use_normalization=norm is not None,
+                    normalization_type=ZScoreNormalization if norm else None,
+                )
                 order = torch.randperm(len(ours), generator=torch.Generator().manual_seed(1))[:n_windows].tolist()
                 readers = {"ours": ours.__getitem__, "theirs": theirs.__getitem__}
                 for read in readers.values():
@@ -71,8 +78,10 @@ def main(argv=None) -> int:
                         best[k] = max(best[k], _rate(read, order))
                 ratio = best["ours"] / best["theirs"]
                 ok &= ratio >= 1.0
-                print(f"{system + ' ' + 'x'.join(map(str, SHAPE)):<30}{mb:>6.0f}{str(norm):>15}{best['ours']:>12.0f}"
-                      f"{best['theirs']:>13.0f}{ratio:>7.2f}x  >= 1x: {'met' if ratio >= 1.0 else 'NOT met'}")
+                print(
+                    f"{system + ' ' + 'x'.join(map(str, SHAPE)):<30}{mb:>6.0f}{str(norm):>15}{best['ours']:>12.0f}"
+                    f"{best['theirs']:>13.0f}{ratio:>7.2f}x  >= 1x: {'met' if ratio >= 1.0 else 'NOT met'}"
+                )
                 ours.close()
     return 0 if ok else 1
 

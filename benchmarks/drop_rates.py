@@ -89,8 +89,9 @@ def preset_cases(profiles=("smoke", "cpu", "gpu", "paper")) -> dict[str, dict]:
         ranges = {k: v for k, v in (ranges or {}).items() if pair(v) != default.ranges[k]}
         options = {k: v for k, v in (options or {}).items() if v != getattr(default, k)}
         key = _key(system, tuple(shape), ranges, options)
-        case = cases.setdefault(key, {"system": system, "shape": list(shape), "frames": 0, "ranges": ranges,
-                                      "options": options, "used_by": []})
+        case = cases.setdefault(
+            key, {"system": system, "shape": list(shape), "frames": 0, "ranges": ranges, "options": options, "used_by": []}
+        )
         case["frames"] = max(case["frames"], int(frames))
         case["used_by"].append(f"{used_by} ({frames} frames)")
 
@@ -139,8 +140,9 @@ def load_generator(version: str, ref: str = "main"):
         from physfm.data import pde
 
         return pde
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:src/physfm/data/pde.py"], capture_output=True,
-                            text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{ref}:src/physfm/data/pde.py"], capture_output=True, text=True, check=True
+    ).stdout
     name = f"physfm.data._pde_{re.sub(r'[^0-9A-Za-z]', '_', ref)}"
     spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)
@@ -175,16 +177,23 @@ def measure(case: dict, n: int, version: str, ref: str = "main") -> dict:
         b = min(BATCH, n - drawn)
         g = torch.Generator().manual_seed(1_000 + i)
         try:
-            tr = pde.generate(system, batch=b, shape=tuple(case["shape"]), frames=case["frames"], generator=g,
-                              max_attempts=1, **case["options"])
+            tr = pde.generate(
+                system, batch=b, shape=tuple(case["shape"]), frames=case["frames"], generator=g, max_attempts=1, **case["options"]
+            )
             steps += getattr(tr, "steps", 0)
         except RuntimeError as error:
             for r, c in _reasons_from(error).items():
                 counts[r] += c
         drawn += b
     dropped = sum(counts.values())
-    return {"drawn": drawn, "dropped": dropped, "rate": dropped / drawn, "reasons": counts,
-            "seconds": round(time.perf_counter() - start, 1), "steps_per_batch": steps / max(1, math.ceil(n / BATCH))}
+    return {
+        "drawn": drawn,
+        "dropped": dropped,
+        "rate": dropped / drawn,
+        "reasons": counts,
+        "seconds": round(time.perf_counter() - start, 1),
+        "steps_per_batch": steps / max(1, math.ceil(n / BATCH)),
+    }
 
 
 def _job(job):
@@ -209,8 +218,11 @@ def run(profiles, version: str, ref: str, out: Path, workers: int, scale: float,
     section["source"] = f"git show {ref}:src/physfm/data/pde.py" if version == "before" else "this checkout"
     results = section.setdefault("cases", {})
     cases = preset_cases(profiles)
-    todo = [(k, c, trajectories_for(c["shape"], scale), version, ref) for k, c in cases.items()
-            if (only is None or re.search(only, k)) and k not in results]
+    todo = [
+        (k, c, trajectories_for(c["shape"], scale), version, ref)
+        for k, c in cases.items()
+        if (only is None or re.search(only, k)) and k not in results
+    ]
     todo.sort(key=lambda j: math.prod(j[1]["shape"]) * j[1]["frames"])  # cheap cases first
     print(f"{version}: {len(todo)} cases to measure ({len(cases) - len(todo)} done or skipped), {workers} worker(s)", flush=True)
 
@@ -219,7 +231,7 @@ def run(profiles, version: str, ref: str, out: Path, workers: int, scale: float,
         atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(store, indent=1, sort_keys=True)))
 
     # one job at a time per worker; results saved as they come (map_jobs returns them in order)
-    for chunk in [todo[i:i + workers] for i in range(0, len(todo), workers)]:
+    for chunk in [todo[i : i + workers] for i in range(0, len(todo), workers)]:
         for key, result in map_jobs(_job, chunk, workers=workers, progress=False):
             results[key] = {**cases[key], **result, "commit": section["commit"]}
             r = results[key]
@@ -246,8 +258,12 @@ def table(store: dict) -> str:
         case = after.get(k) or before.get(k)
         used = "; ".join(sorted({u.split(" (")[0] for u in case["used_by"]}))
         lines.append(f"| {k} | {case['frames']} | {used} | {cell(before.get(k))} | {cell(after.get(k))} |")
-    meta = [f"{v}: commit {store[v].get('commit', '?')[:10]} ({store[v].get('source')}), {store[v].get('date')}"
-            + (f"; {store[v]['note']}" if store[v].get("note") else "") for v in ("before", "after") if v in store]
+    meta = [
+        f"{v}: commit {store[v].get('commit', '?')[:10]} ({store[v].get('source')}), {store[v].get('date')}"
+        + (f"; {store[v]['note']}" if store[v].get("note") else "")
+        for v in ("before", "after")
+        if v in store
+    ]
     return "\n".join(lines + [""] + meta)
 
 

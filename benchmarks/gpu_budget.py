@@ -49,22 +49,37 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from physfm.profiles import PRESETS, resolve
 
-LAUNCH = 10e-6              # seconds per kernel
-SUSTAINED_FLOPS = 10e12     # FLOP/s, float32
-SUSTAINED_BW = 1.0e12       # bytes/s
+LAUNCH = 10e-6  # seconds per kernel
+SUSTAINED_FLOPS = 10e12  # FLOP/s, float32
+SUSTAINED_BW = 1.0e12  # bytes/s
 OPTIMISER_KERNELS = 40
 OVERHEAD = 1.5
-CHUNK = 8                   # trajectories per generator call in the streams
+CHUNK = 8  # trajectories per generator call in the streams
 #: profiles whose data generation is priced (probing the generator on the CPU takes minutes per
 #: profile; at ``paper`` training dominates, and its times are lower bounds)
 GENERATION_PRICED = ("gpu",)
 BUDGET_MIN = 8.0
 GPU_MEMORY_GB = 80.0
 
-_SKIP = {"aten.detach.default", "aten.view.default", "aten._unsafe_view.default", "aten.t.default",
-         "aten.expand.default", "aten.permute.default", "aten.transpose.int", "aten.unsqueeze.default",
-         "aten.squeeze.dim", "aten.alias.default", "aten.slice.Tensor", "aten.select.int", "aten.as_strided.default",
-         "aten.reshape.default", "aten.split.Tensor", "aten.unbind.int", "aten.split_with_sizes.default"}
+_SKIP = {
+    "aten.detach.default",
+    "aten.view.default",
+    "aten._unsafe_view.default",
+    "aten.t.default",
+    "aten.expand.default",
+    "aten.permute.default",
+    "aten.transpose.int",
+    "aten.unsqueeze.default",
+    "aten.squeeze.dim",
+    "aten.alias.default",
+    "aten.slice.Tensor",
+    "aten.select.int",
+    "aten.as_strided.default",
+    "aten.reshape.default",
+    "aten.split.Tensor",
+    "aten.unbind.int",
+    "aten.split_with_sizes.default",
+}
 
 
 class _Ops(TorchDispatchMode):
@@ -79,14 +94,15 @@ class _Ops(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if str(func) not in _SKIP:
             self.kernels += 1
-            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            for t in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(t, torch.Tensor):
                     self.bytes += t.numel() * t.element_size()
         return out
 
 
-def step_cost(model: torch.nn.Module, loss: Callable[[torch.nn.Module, int], torch.Tensor], batch: int,
-              probe: int = 1) -> dict[str, float]:
+def step_cost(
+    model: torch.nn.Module, loss: Callable[[torch.nn.Module, int], torch.Tensor], batch: int, probe: int = 1
+) -> dict[str, float]:
     """FLOPs, kernels, bytes written (forward and backward) and forward bytes of one step at
     ``batch``, measured at ``probe`` and scaled linearly in the batch."""
     ops_f, ops_b = _Ops(), _Ops()
@@ -97,8 +113,13 @@ def step_cost(model: torch.nn.Module, loss: Callable[[torch.nn.Module, int], tor
             value.backward()
     scale = batch / probe
     params = sum(p.numel() for p in model.parameters())
-    return {"flops": fc.get_total_flops() * scale, "kernels": ops_f.kernels + ops_b.kernels + OPTIMISER_KERNELS,
-            "bytes": (ops_f.bytes + ops_b.bytes) * scale, "forward_bytes": ops_f.bytes * scale, "parameters": params}
+    return {
+        "flops": fc.get_total_flops() * scale,
+        "kernels": ops_f.kernels + ops_b.kernels + OPTIMISER_KERNELS,
+        "bytes": (ops_f.bytes + ops_b.bytes) * scale,
+        "forward_bytes": ops_f.bytes * scale,
+        "parameters": params,
+    }
 
 
 def step_seconds(c: dict[str, float]) -> float:
@@ -120,13 +141,29 @@ class Estimate:
 
     def add(self, name: str, cost: dict[str, float], steps: int, runs: int = 1, data_bytes: float = 0.0) -> None:
         s = step_seconds(cost)
-        self.parts.append({"part": name, "runs": runs, "steps": steps, "ms_per_step": 1e3 * s,
-                           "gflop_per_step": cost["flops"] / 1e9, "kernels_per_step": cost["kernels"],
-                           "minutes": runs * steps * s * OVERHEAD / 60})
+        self.parts.append(
+            {
+                "part": name,
+                "runs": runs,
+                "steps": steps,
+                "ms_per_step": 1e3 * s,
+                "gflop_per_step": cost["flops"] / 1e9,
+                "kernels_per_step": cost["kernels"],
+                "minutes": runs * steps * s * OVERHEAD / 60,
+            }
+        )
         self.peak = max(self.peak, _memory(cost, data_bytes))
 
-    def generation(self, name: str, systems: dict[str, dict], grid: int, frames: int, trajectories: float,
-                   dims: int = 2, resident: float = 0.0) -> None:
+    def generation(
+        self,
+        name: str,
+        systems: dict[str, dict],
+        grid: int,
+        frames: int,
+        trajectories: float,
+        dims: int = 2,
+        resident: float = 0.0,
+    ) -> None:
         """``trajectories`` trajectories drawn evenly from ``systems``, generated ``CHUNK`` at a time."""
         self.peak = max(self.peak, resident)
         if not self.priced:
@@ -134,8 +171,16 @@ class Estimate:
         costs = [_generate_cost(s, o, grid, dims, frames) for s, o in systems.items()]
         chunks = math.ceil(trajectories / CHUNK)
         sec = chunks * sum(c["kernels"] * LAUNCH + 3 * c["bytes"] / SUSTAINED_BW for c in costs) / len(costs)
-        self.parts.append({"part": f"generate {name}", "runs": 1, "trajectories": int(trajectories), "chunks": chunks,
-                           "kernels_per_chunk": sum(c["kernels"] for c in costs) / len(costs), "minutes": sec * OVERHEAD / 60})
+        self.parts.append(
+            {
+                "part": f"generate {name}",
+                "runs": 1,
+                "trajectories": int(trajectories),
+                "chunks": chunks,
+                "kernels_per_chunk": sum(c["kernels"] for c in costs) / len(costs),
+                "minutes": sec * OVERHEAD / 60,
+            }
+        )
 
     def bandwidth(self, name: str, bytes_moved: float, kernels: int, resident: float) -> None:
         s = 3 * bytes_moved / SUSTAINED_BW + kernels * LAUNCH
@@ -143,8 +188,7 @@ class Estimate:
         self.peak = max(self.peak, resident)
 
     def result(self) -> dict:
-        return {"minutes": sum(p["minutes"] for p in self.parts), "peak_gb": self.peak / 1e9, **self.notes,
-                "parts": self.parts}
+        return {"minutes": sum(p["minutes"] for p in self.parts), "peak_gb": self.peak / 1e9, **self.notes, "parts": self.parts}
 
 
 F32 = 4
@@ -166,11 +210,18 @@ def _generate_cost(system: str, options: dict, grid: int, dims: int, frames: int
                 spec.generate(1, (grid,) * dims, fr, generator=torch.Generator().manual_seed(0))
             probes[fr] = (ops.kernels, ops.bytes)
         (k2, b2), (k3, b3) = probes[2], probes[3]
-        _GEN[key] = {"fixed_kernels": k2 - 2 * (k3 - k2), "kernels_per_frame": k3 - k2,
-                     "fixed_bytes": b2 - 2 * (b3 - b2), "bytes_per_frame": b3 - b2}
+        _GEN[key] = {
+            "fixed_kernels": k2 - 2 * (k3 - k2),
+            "kernels_per_frame": k3 - k2,
+            "fixed_bytes": b2 - 2 * (b3 - b2),
+            "bytes_per_frame": b3 - b2,
+        }
     g = _GEN[key]
-    return {"kernels": max(g["fixed_kernels"] + g["kernels_per_frame"] * frames, 1),
-            "bytes": CHUNK * max(g["fixed_bytes"] + g["bytes_per_frame"] * frames, 0), "flops": 0.0}
+    return {
+        "kernels": max(g["fixed_kernels"] + g["kernels_per_frame"] * frames, 1),
+        "bytes": CHUNK * max(g["fixed_bytes"] + g["bytes_per_frame"] * frames, 0),
+        "flops": 0.0,
+    }
 
 
 def stream_trajectories(size: int, refresh: float, refresh_every: int, reads: int) -> int:
@@ -185,20 +236,36 @@ def _systems_of(systems) -> dict[str, dict]:
 
 # -- one function per chapter -------------------------------------------------------------------
 
+
 def _tokeniser(t):
     from physfm.nn.tokeniser import Tokeniser
 
-    return Tokeniser(spatial_dims=2, channels=tuple(t["channels"]), latent=t["latent"], blocks=t["blocks"], patch=t["patch"],
-                     time_patch=t["time_patch"], stride=max(t["strides"]), time_stride=max(t["time_strides"]))
+    return Tokeniser(
+        spatial_dims=2,
+        channels=tuple(t["channels"]),
+        latent=t["latent"],
+        blocks=t["blocks"],
+        patch=t["patch"],
+        time_patch=t["time_patch"],
+        stride=max(t["strides"]),
+        time_stride=max(t["time_strides"]),
+    )
 
 
 def _tokeniser_cost(t, batch, *, spatial_dims=2, crop=None, crop_t=None, stride=None, time_stride=None):
     from physfm.nn.tokeniser import Tokeniser
 
     torch.manual_seed(0)
-    tok = Tokeniser(spatial_dims=spatial_dims, channels=tuple(t["channels"]), latent=t["latent"], blocks=t["blocks"],
-                    patch=t["patch"], time_patch=t.get("time_patch", 1), stride=max(t["strides"]) if "strides" in t else t["stride"],
-                    time_stride=max(t.get("time_strides", (1,))))
+    tok = Tokeniser(
+        spatial_dims=spatial_dims,
+        channels=tuple(t["channels"]),
+        latent=t["latent"],
+        blocks=t["blocks"],
+        patch=t["patch"],
+        time_patch=t.get("time_patch", 1),
+        stride=max(t["strides"]) if "strides" in t else t["stride"],
+        time_stride=max(t.get("time_strides", (1,))),
+    )
     crop = crop or t["crop"]
     crop_t = crop_t or t["crop_t"]
     s = stride or min(t.get("strides", (t.get("stride", 1),)))
@@ -207,6 +274,7 @@ def _tokeniser_cost(t, batch, *, spatial_dims=2, crop=None, crop_t=None, stride=
     def loss(m, b):
         x = torch.randn(b, 1, crop_t, *(crop,) * spatial_dims)
         return (m(x, s, ts) - x).square().mean()
+
     return step_cost(tok, loss, batch)
 
 
@@ -231,8 +299,11 @@ def compression(cfg) -> dict:
     n = stream_trajectories(tok["buffer"], tok["refresh"], tok["refresh_every"], cfg["fixed_steps"] * tok["batch"])
     e.generation("crop stream", _systems_of(tok["systems"]), tok["grid"], tok["frames"], n + cfg["eval_crops"])
     # the fixed-ratio tokeniser has the flexible one's widths at its coarsest ratio
-    e.add("fixed-ratio tokeniser", _tokeniser_cost(tok, tok["batch"], stride=max(tok["strides"]),
-                                                   time_stride=max(tok["time_strides"])), cfg["fixed_steps"])
+    e.add(
+        "fixed-ratio tokeniser",
+        _tokeniser_cost(tok, tok["batch"], stride=max(tok["strides"]), time_stride=max(tok["time_strides"])),
+        cfg["fixed_steps"],
+    )
     return e.result()
 
 
@@ -257,6 +328,7 @@ def pretraining(cfg) -> dict:
 
         def dyn(m, b, rc=rc):
             return m.loss(torch.randn(b, fields, rc["window"], rc["grid"], rc["grid"]))
+
         cost = step_cost(model, dyn, rc["batch"])
         data = rc["buffer"] * rc["frames"] * g * g * fields * F32 + rc["val_windows"] * rc["window"] * g * g * fields * F32
         extra = pre.equal_compute_steps(rc, fields)
@@ -266,8 +338,13 @@ def pretraining(cfg) -> dict:
         if name == "base":  # the held-out data, and one stream per seed shared by every regime's jobs
             longest = (rc["dyn_steps"] + extra) * rc["batch"]
             n = stream_trajectories(rc["buffer"], rc["refresh"], 4 * rc["buffer"], longest)
-            e.generation("dynamics streams and held-out data", target, g, rc["frames"],
-                         len(cfg["seeds"]) * n + rc["val_windows"] + rc["val_rollouts"])
+            e.generation(
+                "dynamics streams and held-out data",
+                target,
+                g,
+                rc["frames"],
+                len(cfg["seeds"]) * n + rc["val_windows"] + rc["val_rollouts"],
+            )
         if rc["trajectories"]:
             e.generation(f"fixed trajectories [{name}]", target, g, rc["frames"], rc["trajectories"] * len(seeds))
         e.add(f"dynamics [{name}]", cost, rc["dyn_steps"], runs=len(arms) * len(seeds), data_bytes=data)
@@ -281,6 +358,7 @@ def pretraining(cfg) -> dict:
             def rec(m, b, rc=rc):
                 x = torch.randn(b, 1, rc["window"], rc["grid"], rc["grid"])
                 return (m(x, rc["stride"], 1) - x).square().mean()
+
             e.add(f"tokeniser pre-training [{name}]", step_cost(tokc, rec, rc["pre_batch"]), rc["pre_steps"], runs=2)
             n = stream_trajectories(rc["buffer"], rc["refresh"], rc["buffer"], rc["pre_steps"] * rc["pre_batch"])
             e.generation(f"in-domain crops [{name}]", target, g, rc["frames"], n + rc["val_windows"] // 2)
@@ -297,17 +375,28 @@ def finetuning(cfg) -> dict:
     tok = pre_mod._fresh_tokeniser(p, 0)
     g, fields = p["grid"], 1
     both = {k: v for k, v in _systems_of(p["systems"]).items() if k in (cfg["seen"], p["target"])}
-    e.generation("training and held-out sets", both, g, p["frames"],
-                 2 * (cfg["train_trajectories"] + cfg["val_windows"] + cfg["val_rollouts"]))
+    e.generation(
+        "training and held-out sets",
+        both,
+        g,
+        p["frames"],
+        2 * (cfg["train_trajectories"] + cfg["val_windows"] + cfg["val_rollouts"]),
+    )
     for arm in cfg["arms"]:
         model = ft.build(arm, tok, fields, cfg, stride=p["stride"], seed=0)
 
         def loss(m, b):
             return m.loss(torch.randn(b, fields, p["window"], g, g))
+
         data = 2 * (cfg["train_trajectories"] * p["frames"] + cfg["val_windows"] * p["window"]) * g * g * fields * F32
         # two systems (the seen one and the pre-training chapter's target), every seed
-        e.add(f"fine-tuning [{arm}]", step_cost(model, loss, cfg["batch"]), cfg["dyn_steps"], runs=2 * len(cfg["seeds"]),
-              data_bytes=data)
+        e.add(
+            f"fine-tuning [{arm}]",
+            step_cost(model, loss, cfg["batch"]),
+            cfg["dyn_steps"],
+            runs=2 * len(cfg["seeds"]),
+            data_bytes=data,
+        )
     return e.result()
 
 
@@ -322,10 +411,18 @@ def pdefm(cfg) -> dict:
     # p_i ~ n_i^(1/T) of the batches), once per seed; and the validation trajectories
     weights = [n ** (1 / cfg["temperature"]) for n in cfg["sizes"]]
     served = [cfg["steps"] * cfg["batch"] * w / sum(weights) for w in weights]
-    per_seed = sum(stream_trajectories(cfg["pool"], cfg["chunk"] / cfg["pool"], cfg["refresh_every"], int(r))
-                   for r in served) if cfg["refresh_every"] else n_sys * cfg["pool"]
-    e.generation("pools and held-out data", _systems_of(cfg["systems"]), g, cfg["frames"],
-                 len(cfg["seeds"]) * per_seed + n_sys * 2 * cfg["val_trajectories"])
+    per_seed = (
+        sum(stream_trajectories(cfg["pool"], cfg["chunk"] / cfg["pool"], cfg["refresh_every"], int(r)) for r in served)
+        if cfg["refresh_every"]
+        else n_sys * cfg["pool"]
+    )
+    e.generation(
+        "pools and held-out data",
+        _systems_of(cfg["systems"]),
+        g,
+        cfg["frames"],
+        len(cfg["seeds"]) * per_seed + n_sys * 2 * cfg["val_trajectories"],
+    )
     arms = pf.arms_of(cfg)
     pool = n_sys * cfg["pool"] * cfg["frames"] * g * g * 2 * F32
     for name, arm in arms.items():
@@ -338,13 +435,20 @@ def pdefm(cfg) -> dict:
             coef = torch.zeros(b, cfg["n_coefficients"])
             dt = torch.ones(b)
             return pdefm_loss(m(x[:, :, :-1], "a", coef, dt), x[:, :, 1:], spectral_weight=cfg["spectral_weight"])
+
         runs = len(cfg["seeds"]) * (len(cfg["held_out"]) if name.startswith("without_") else 1)
-        e.add(f"training [{'without_<system>' if name.startswith('without_') else name}]", step_cost(model, loss, cfg["batch"]),
-              cfg["steps"], runs=runs, data_bytes=pool)
+        e.add(
+            f"training [{'without_<system>' if name.startswith('without_') else name}]",
+            step_cost(model, loss, cfg["batch"]),
+            cfg["steps"],
+            runs=runs,
+            data_bytes=pool,
+        )
     # backbone timing: forward+backward of each backbone at every length, ~10 repeats each
     # one (batch, length, 2 dim, d_state) float32 tensor of the scan's states at the longest length
-    e.notes["scan_state_buffer_gb"] = (cfg["timing_batch"] * max(cfg["timing_lengths"]) * 2 * cfg["dim"] * cfg["d_state"]
-                                       * F32 / 1e9)
+    e.notes["scan_state_buffer_gb"] = (
+        cfg["timing_batch"] * max(cfg["timing_lengths"]) * 2 * cfg["dim"] * cfg["d_state"] * F32 / 1e9
+    )
     for backbone in ("mamba", "transformer"):
         net = pf.build_model(cfg, {"a": 1}, backbone=backbone).backbone
         for L in cfg["timing_lengths"]:
@@ -352,11 +456,16 @@ def pdefm(cfg) -> dict:
 
             def tl(m, b, L=L, probe=probe):
                 return m(torch.randn(b, probe, cfg["dim"])).square().mean()
+
             c = step_cost(net, tl, cfg["timing_batch"])
             # linear in length for both (attention is quadratic: scale its FLOPs by L/probe again)
             k = L / probe
-            c = {**c, "flops": c["flops"] * k * (k if backbone == "transformer" else 1), "bytes": c["bytes"] * k,
-                 "forward_bytes": c["forward_bytes"] * k}
+            c = {
+                **c,
+                "flops": c["flops"] * k * (k if backbone == "transformer" else 1),
+                "bytes": c["bytes"] * k,
+                "forward_bytes": c["forward_bytes"] * k,
+            }
             e.add(f"timing {backbone} L={L}", c, 12)
     return e.result()
 
@@ -365,19 +474,22 @@ def scan(cfg) -> dict:
     from physfm.experiments import scan as sc
 
     e = Estimate(cfg.profile)
-    e.generation("1D trajectories", {"advection_diffusion": {}}, cfg["grid"], cfg["frames"], cfg["n_train"] + cfg["n_val"],
-                 dims=1)
+    e.generation(
+        "1D trajectories", {"advection_diffusion": {}}, cfg["grid"], cfg["frames"], cfg["n_train"] + cfg["n_val"], dims=1
+    )
     for name, (_, selective) in sc.HOLD_MODELS.items():
         model = sc.hold_model(cfg, selective=selective, seed=0)
 
         def hold(m, b):
             return m(torch.randn(b, cfg["hold_length"], 2)).square().mean()
+
         e.add(f"hold task [{name}]", step_cost(model, hold, cfg["hold_batch"]), cfg["hold_steps"])
     dyn = sc.LatentDynamics(2 * cfg["modes"], cfg["dyn_width"], cfg["dyn_layers"], d_state=cfg["dyn_state"])
 
     def dl(m, b):
         z = torch.randn(b, cfg["frames"], 2 * cfg["modes"])
         return (m(z[:, :-1]) - z[:, 1:]).square().mean()
+
     for selective in ("selective", "lti"):
         e.add(f"latent dynamics [{selective}]", step_cost(dyn, dl, cfg["dyn_batch"]), cfg["dyn_steps"])
     # the timing figure: every way at every length, one warm-up and `repeats` runs; the loop ways
@@ -405,19 +517,30 @@ def fno(cfg) -> dict:
 
     def op(m, b):
         return m(torch.randn(b, 2, g, g)).square().mean()
-    e.add("Burgers operator", step_cost(model, op, cfg["batch"]),
-          cfg["steps"], data_bytes=(cfg["n_train"] + cfg["n_test"]) * 4 * g * g * F32 * 2)
+
+    e.add(
+        "Burgers operator",
+        step_cost(model, op, cfg["batch"]),
+        cfg["steps"],
+        data_bytes=(cfg["n_train"] + cfg["n_test"]) * 4 * g * g * F32 * 2,
+    )
     tok = resolve("tokeniser", cfg.profile)
     coarse, st = tok["crop"], max(tok["strides"])
     crops = torch.zeros(1, 1, tok["crop_t"], coarse, coarse)
     with torch.no_grad():
-        z1 = _tokeniser(tok).encode(crops, st, 1)         # the latent layout the decoder reads
+        z1 = _tokeniser(tok).encode(crops, st, 1)  # the latent layout the decoder reads
     dec = fe.decoder_model(cfg, tok["latent"])
 
     def dl(m, b):
         return m(torch.randn(b, *z1.shape[1:]), (coarse, coarse)).square().mean()
+
     c = step_cost(dec, dl, cfg["batch"])
-    e.add("FNO decoder", c, cfg["decoder_steps"], data_bytes=(cfg["decoder_crops"] + cfg["decoder_test"]) * 5 * (2 * coarse) ** 2 * F32)
+    e.add(
+        "FNO decoder",
+        c,
+        cfg["decoder_steps"],
+        data_bytes=(cfg["decoder_crops"] + cfg["decoder_test"]) * 5 * (2 * coarse) ** 2 * F32,
+    )
     return e.result()
 
 
@@ -434,11 +557,15 @@ def generating(cfg) -> dict:
 
     def fm(m, b):
         return flow.flow_matching_loss(m, torch.randn(b, *z1.shape[1:]))
+
     c = step_cost(net, fm, cfg["batch"])
     e.add("flow matching", c, cfg["steps"], data_bytes=cfg["n_train"] * cfg["frames"] * cfg["grid"] ** 2 * 2 * F32)
     # sampling: n_eval fields, sample_steps Heun steps (2 forwards each, a forward ~1/3 of a step)
-    e.add("sampling", {**c, "flops": c["flops"] / 3, "bytes": c["bytes"] / 3},
-          math.ceil(2 * cfg["sample_steps"] * cfg["n_eval"] / cfg["batch"]) * 3)
+    e.add(
+        "sampling",
+        {**c, "flops": c["flops"] / 3, "bytes": c["bytes"] / 3},
+        math.ceil(2 * cfg["sample_steps"] * cfg["n_eval"] / cfg["batch"]) * 3,
+    )
     return e.result()
 
 
@@ -449,18 +576,32 @@ def data(cfg) -> dict:
     if e.priced:
         from physfm.data.pde import SYSTEMS
 
-        e.generation("2D galleries and throughput", {k: {} for k in SYSTEMS}, cfg["grid"], cfg["frames"],
-                     len(SYSTEMS) * (cfg["batch"] + 1), resident=cfg["batch"] * cfg["frames"] * cfg["grid"] ** 2 * 3 * F32 * 4)
-        e.generation("3D volume", {"gray_scott": {}, "burgers": {}}, cfg["volume"], 2, 2, dims=3,
-                     resident=2 * 3 * cfg["volume"] ** 3 * F32 * 8)
+        e.generation(
+            "2D galleries and throughput",
+            {k: {} for k in SYSTEMS},
+            cfg["grid"],
+            cfg["frames"],
+            len(SYSTEMS) * (cfg["batch"] + 1),
+            resident=cfg["batch"] * cfg["frames"] * cfg["grid"] ** 2 * 3 * F32 * 4,
+        )
+        e.generation(
+            "3D volume",
+            {"gray_scott": {}, "burgers": {}},
+            cfg["volume"],
+            2,
+            2,
+            dims=3,
+            resident=2 * 3 * cfg["volume"] ** 3 * F32 * 8,
+        )
         return e.result()
     g, v, fr = cfg["grid"], cfg["volume"], cfg["frames"]
-    per_step_2d = 20 * 2 * g * g * 8 * cfg["batch"]   # complex64 spectra of 2 fields
-    per_step_3d = 20 * 3 * v ** 3 * 8
+    per_step_2d = 20 * 2 * g * g * 8 * cfg["batch"]  # complex64 spectra of 2 fields
+    per_step_3d = 20 * 3 * v**3 * 8
     steps = 200 * fr
     n_systems = 7
-    e.bandwidth("2D galleries and throughput", n_systems * steps * per_step_2d, n_systems * steps * 40,
-                resident=per_step_2d / 20 * fr * 4)
+    e.bandwidth(
+        "2D galleries and throughput", n_systems * steps * per_step_2d, n_systems * steps * 40, resident=per_step_2d / 20 * fr * 4
+    )
     e.bandwidth("3D volume", steps * per_step_3d, steps * 40, resident=per_step_3d / 20 * fr * 4)
     return e.result()
 
@@ -490,9 +631,18 @@ def markdown_table(estimate: dict) -> str:
     return "\n".join(rows)
 
 
-CHAPTERS = {"data": data, "metrics": metrics, "tokeniser": tokeniser, "compression": compression,
-            "pretraining": pretraining, "finetuning": finetuning, "pdefm": pdefm, "scan": scan, "fno": fno,
-            "generating": generating}
+CHAPTERS = {
+    "data": data,
+    "metrics": metrics,
+    "tokeniser": tokeniser,
+    "compression": compression,
+    "pretraining": pretraining,
+    "finetuning": finetuning,
+    "pdefm": pdefm,
+    "scan": scan,
+    "fno": fno,
+    "generating": generating,
+}
 
 
 def main(argv=None) -> int:
@@ -500,8 +650,11 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", nargs="+", default=["gpu", "paper"])
     ap.add_argument("--chapters", nargs="+", default=[c for c in CHAPTERS if c in PRESETS])
     ap.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
-    ap.add_argument("--check", action="store_true", help=f"exit 1 if a chapter's gpu estimate exceeds {BUDGET_MIN:g} min "
-                    f"or {GPU_MEMORY_GB:g} GB")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit 1 if a chapter's gpu estimate exceeds {BUDGET_MIN:g} min or {GPU_MEMORY_GB:g} GB",
+    )
     ap.add_argument("--markdown", action="store_true", help="print the table of --out (no estimate is made)")
     args = ap.parse_args(argv)
     if args.markdown:
@@ -511,23 +664,36 @@ def main(argv=None) -> int:
     if missing:
         print(f"no estimate for the chapters {missing}: add a function to benchmarks/gpu_budget.py")
     torch.set_num_threads(1)
-    out = {"assumptions": {"launch_us": LAUNCH * 1e6, "sustained_tflops_fp32": SUSTAINED_FLOPS / 1e12,
-                           "sustained_tb_per_s": SUSTAINED_BW / 1e12, "optimiser_kernels": OPTIMISER_KERNELS,
-                           "overhead": OVERHEAD, "budget_minutes": BUDGET_MIN,
-                           "chunk": CHUNK, "generation_priced": list(GENERATION_PRICED)}, "chapters": {}}
+    out = {
+        "assumptions": {
+            "launch_us": LAUNCH * 1e6,
+            "sustained_tflops_fp32": SUSTAINED_FLOPS / 1e12,
+            "sustained_tb_per_s": SUSTAINED_BW / 1e12,
+            "optimiser_kernels": OPTIMISER_KERNELS,
+            "overhead": OVERHEAD,
+            "budget_minutes": BUDGET_MIN,
+            "chunk": CHUNK,
+            "generation_priced": list(GENERATION_PRICED),
+        },
+        "chapters": {},
+    }
     print(f"{'chapter':<12}" + "".join(f"{p + ' min':>12}{p + ' GB':>10}" for p in args.profiles))
     for chapter in args.chapters:
         row = {}
         for profile in args.profiles:
             row[profile] = CHAPTERS[chapter](resolve(chapter, profile))
         out["chapters"][chapter] = row
-        print(f"{chapter:<12}" + "".join(f"{row[p]['minutes']:>12.1f}{row[p]['peak_gb']:>10.2f}" for p in args.profiles),
-              flush=True)
+        print(
+            f"{chapter:<12}" + "".join(f"{row[p]['minutes']:>12.1f}{row[p]['peak_gb']:>10.2f}" for p in args.profiles), flush=True
+        )
     out["no_estimate"] = missing
     out["presets_digest"] = presets_digest(out["chapters"])
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    over = [c for c, row in out["chapters"].items() if "gpu" in row
-            and (row["gpu"]["minutes"] > BUDGET_MIN or row["gpu"]["peak_gb"] > GPU_MEMORY_GB)]
+    over = [
+        c
+        for c, row in out["chapters"].items()
+        if "gpu" in row and (row["gpu"]["minutes"] > BUDGET_MIN or row["gpu"]["peak_gb"] > GPU_MEMORY_GB)
+    ]
     if over:
         print(f"over the gpu budget ({BUDGET_MIN:g} min, {GPU_MEMORY_GB:g} GB): {over}")
     return 1 if args.check and (over or missing) else 0

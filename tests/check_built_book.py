@@ -265,7 +265,9 @@ def console_errors(events: list[dict]) -> list[str]:
         elif e["method"] == "Runtime.exceptionThrown":
             d = p.get("exceptionDetails", {})
             text = d.get("exception", {}).get("description") or d.get("text", "")
-            errors.append(f"uncaught exception: {text.splitlines()[0][:200] if text else '?'} ({d.get('url', '')}:{d.get('lineNumber', '?')})")
+            errors.append(
+                f"uncaught exception: {text.splitlines()[0][:200] if text else '?'} ({d.get('url', '')}:{d.get('lineNumber', '?')})"
+            )
         elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             entry = p["entry"]
             errors.append(f"console error: {entry.get('text', '')[:200]} {entry.get('url', '')}".rstrip())
@@ -285,8 +287,9 @@ def pages_of(html: Path) -> list[str]:
     return pages
 
 
-def check_pages(html: str | Path, pages: list[str] | None = None, captions_pending=CAPTIONS_PENDING,
-                known_problems=KNOWN_PROBLEMS) -> list[PageReport]:
+def check_pages(
+    html: str | Path, pages: list[str] | None = None, captions_pending=CAPTIONS_PENDING, known_problems=KNOWN_PROBLEMS
+) -> list[PageReport]:
     """Load each page of the build ``html`` in headless Chromium and report what a reader would see wrong."""
     html = Path(html).resolve()
     reports = []
@@ -353,8 +356,10 @@ def main(argv: list[str]) -> int:
         for problem in r.fixed:
             print(f"         no longer found, delete it from KNOWN_PROBLEMS: {problem}")
     failed += [p for r in reports for p in r.problems]
-    print(f"check_built_book: {'FAILED' if failed else 'ok'}: {len(reports)} pages in headless Chromium, "
-          f"{sum(r.typeset for r in reports)} formulas typeset, {time.monotonic() - t0:.1f} s ({html})")
+    print(
+        f"check_built_book: {'FAILED' if failed else 'ok'}: {len(reports)} pages in headless Chromium, "
+        f"{sum(r.typeset for r in reports)} formulas typeset, {time.monotonic() - t0:.1f} s ({html})"
+    )
     return 1 if failed else 0
 
 

@@ -39,10 +39,10 @@ def test_the_execution_cache_is_emptied_when_the_library_changes(tmp_path):
     (root / "requirements.txt").write_text("torch==2.13.0\n")
     build = tmp_path / "_build"
     (build / ".jupyter_cache").mkdir(parents=True)
-    assert book.invalidate_stale_cache(build, root)          # no record yet: stale
+    assert book.invalidate_stale_cache(build, root)  # no record yet: stale
     assert not (build / ".jupyter_cache").exists()
     (build / ".jupyter_cache").mkdir()
-    assert not book.invalidate_stale_cache(build, root)      # nothing changed: kept
+    assert not book.invalidate_stale_cache(build, root)  # nothing changed: kept
     assert (build / ".jupyter_cache").exists()
     (root / "src" / "physfm" / "a.py").write_text("x = 2\n")  # the library changed
     assert book.invalidate_stale_cache(build, root)

@@ -23,8 +23,15 @@ from physfm.student import student_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "book"
-PAGES = ["formulas", "captioned", "bad-uncaptioned", "bad-math-error", "bad-raw-formula",
-         "bad-missing-image", "bad-console-error"]
+PAGES = [
+    "formulas",
+    "captioned",
+    "bad-uncaptioned",
+    "bad-math-error",
+    "bad-raw-formula",
+    "bad-missing-image",
+    "bad-console-error",
+]
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 
 
@@ -42,8 +49,13 @@ def build_fixture(dest: Path, cache: Path, student: bool = False) -> Path:
     (dest / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     # the kernels must draw: under MPLBACKEND=Agg (as the unit tests run) plt.show() shows nothing
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    run = subprocess.run([str(JUPYTER_BOOK), "build", "--all", "-W", "-n", "--keep-going", str(dest)],
-                         capture_output=True, text=True, timeout=600, env=env)
+    run = subprocess.run(
+        [str(JUPYTER_BOOK), "build", "--all", "-W", "-n", "--keep-going", str(dest)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert run.returncode == 0, f"the fixture book failed to build:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
     return dest / "_build" / "html"
 
@@ -62,7 +74,10 @@ def student_book(tmp_path_factory, book):
 
 @pytest.fixture(scope="module")
 def reports(book):
-    return {r.page.removeprefix("book/"): r for r in check_pages(book, [f"book/{p}" for p in PAGES], captions_pending=[], known_problems={})}
+    return {
+        r.page.removeprefix("book/"): r
+        for r in check_pages(book, [f"book/{p}" for p in PAGES], captions_pending=[], known_problems={})
+    }
 
 
 def test_mathjax_is_served_with_the_book(book):

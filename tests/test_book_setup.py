@@ -1,6 +1,6 @@
 """The book as a whole: launch buttons (repository, Colab, Binder), citations, table of contents.
 
-    python tests/test_book_setup.py   # prints the Colab cell for the repository in _config.yml
+python tests/test_book_setup.py   # prints the Colab cell for the repository in _config.yml
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
 PAGES = sorted((ROOT / "book").glob("*.md"))
 COLAB_TAG = "colab"
 
-COLAB_CELL = '''\
+COLAB_CELL = """\
 # On Google Colab only (elsewhere this cell does nothing): get the book's repository and install
 # its library with the CPU build of PyTorch; the chapter then runs in the repository's book/.
 import os
@@ -34,7 +34,7 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--extra-index-url",
                         "https://download.pytorch.org/whl/cpu", "-e", "/content/physfm[viz]"], check=True)
     sys.path.insert(0, "/content/physfm/src")  # an editable install is seen after a restart only
-    os.chdir("/content/physfm/book")'''
+    os.chdir("/content/physfm/book")"""
 
 
 def colab_cell(config: dict = CONFIG) -> str:
@@ -107,8 +107,16 @@ def test_colab_cell_on_colab(monkeypatch):
     exec(colab_cell(), {})
     url, branch = CONFIG["repository"]["url"].rstrip("/"), CONFIG["repository"]["branch"]
     assert calls[0] == ["git", "clone", "--depth", "1", "--branch", branch, url, "/content/physfm"]
-    assert calls[1][1:] == ["-m", "pip", "install", "--quiet", "--extra-index-url",
-                            "https://download.pytorch.org/whl/cpu", "-e", "/content/physfm[viz]"]
+    assert calls[1][1:] == [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--extra-index-url",
+        "https://download.pytorch.org/whl/cpu",
+        "-e",
+        "/content/physfm[viz]",
+    ]
     assert calls[2] == "/content/physfm/book" and sys.path[0] == "/content/physfm/src"
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r"^viz = ", pyproject, re.M), "the Colab cell installs the 'viz' extra"
@@ -116,8 +124,11 @@ def test_colab_cell_on_colab(monkeypatch):
 
 def test_binder_environment_is_the_pinned_one_with_cpu_torch():
     binder = ROOT / ".binder"
-    lines = [line.strip() for line in (binder / "requirements.txt").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (binder / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines == ["--extra-index-url https://download.pytorch.org/whl/cpu", "-r ../requirements.txt"]
     assert (binder / "../requirements.txt").resolve() == ROOT / "requirements.txt"
     assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text().splitlines()
@@ -147,7 +158,7 @@ def test_bibliography_entries_are_complete():
     entries = _bib_entries()
     for key, body in entries.items():
         fields = dict(re.findall(r"^\s*(\w+)\s*=\s*\{(.*)\},?\s*$", body, re.M))
-        assert {"title", "author", "year"} <= set(fields), f"{key}: missing {({'title', 'author', 'year'} - set(fields))}"
+        assert {"title", "author", "year"} <= set(fields), f"{key}: missing { ({'title', 'author', 'year'} - set(fields)) }"
         assert not re.search(r"authors\}|contributors|\bgroup\b", fields["author"], re.I), f"{key}: author {fields['author']!r}"
         assert any(k in fields for k in ("journal", "booktitle", "howpublished", "institution", "eprint")), key
     cited = set()
@@ -157,8 +168,22 @@ def test_bibliography_entries_are_complete():
 
 
 # names that a style which lower-cases titles would spoil where they are not the first word
-NAMES = {"Mamba", "Well", "Tadpole", "Fourier", "Gaussian", "Euler", "Navier", "Stokes", "Kuramoto",
-         "Sivashinsky", "Python", "Jupyter", "Transformer", "Transformers"}
+NAMES = {
+    "Mamba",
+    "Well",
+    "Tadpole",
+    "Fourier",
+    "Gaussian",
+    "Euler",
+    "Navier",
+    "Stokes",
+    "Kuramoto",
+    "Sivashinsky",
+    "Python",
+    "Jupyter",
+    "Transformer",
+    "Transformers",
+}
 
 
 def test_titles_protect_their_capitals():
@@ -167,10 +192,13 @@ def test_titles_protect_their_capitals():
         title = re.search(r"^\s*title\s*=\s*\{(.*)\},?\s*$", body, re.M).group(1)
         starts_braced = title.startswith("{")
         words = re.findall(r"[A-Za-z0-9.']+", re.sub(r"\{[^{}]*\}", " ", title))
-        spoilt = [w for i, w in enumerate(words)
-                  if any(ch.isupper() for ch in w[1:])  # PDEs, 3D, LoRA, PyTorch
-                  or (w in NAMES and (i > 0 or starts_braced))
-                  or (i == 0 and not starts_braced and w[:1].islower())]  # mamba.py would become Mamba.py
+        spoilt = [
+            w
+            for i, w in enumerate(words)
+            if any(ch.isupper() for ch in w[1:])  # PDEs, 3D, LoRA, PyTorch
+            or (w in NAMES and (i > 0 or starts_braced))
+            or (i == 0 and not starts_braced and w[:1].islower())
+        ]  # mamba.py would become Mamba.py
         assert not spoilt, f"{key}: protect {spoilt} with braces in its title {title!r}"
 
 

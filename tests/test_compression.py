@@ -31,7 +31,9 @@ def test_spatial_conv_is_circular(d):
     conv = SpatialConv(2, 3, 3, spatial_dims=d)
     x = torch.randn(1, 2, 2, *[8] * d)
     shifted = torch.roll(x, shifts=[3] * d, dims=list(range(3, 3 + d)))
-    torch.testing.assert_close(conv(shifted), torch.roll(conv(x), shifts=[3] * d, dims=list(range(3, 3 + d))), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conv(shifted), torch.roll(conv(x), shifts=[3] * d, dims=list(range(3, 3 + d))), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_causal_time_conv_ignores_the_future():
@@ -110,11 +112,26 @@ def test_other_dimensions(d):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 5, 8, 8), 3, 1), r"spatial stride 3 is not one of \(1, 2, 4\)"),
-        (lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 5, 8, 8), 1, 3), r"time stride 3 is not one of \(1, 2, 4\)"),
-        (lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 5, 10, 8), 4, 1), r"spatial stride 4 does not divide the grid \(10, 8\)"),
-        (lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 8, 8, 8), 1, 4), r"time length 8 cannot be compressed with time stride 4: need 1 \+ 4\*n frames \(e.g. 5, 9, 13\)"),
-        (lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 2, 5, 8, 8), 1, 1), "expected 1 channels, got 2"),
+        (
+            lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 5, 8, 8), 3, 1),
+            r"spatial stride 3 is not one of \(1, 2, 4\)",
+        ),
+        (
+            lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 5, 8, 8), 1, 3),
+            r"time stride 3 is not one of \(1, 2, 4\)",
+        ),
+        (
+            lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 5, 10, 8), 4, 1),
+            r"spatial stride 4 does not divide the grid \(10, 8\)",
+        ),
+        (
+            lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 8, 8, 8), 1, 4),
+            r"time length 8 cannot be compressed with time stride 4: need 1 \+ 4\*n frames \(e.g. 5, 9, 13\)",
+        ),
+        (
+            lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 2, 5, 8, 8), 1, 1),
+            "expected 1 channels, got 2",
+        ),
         (lambda: FlexPatch(1, 2, patch=4, time_patch=4, spatial_dims=2)(torch.randn(1, 1, 5, 8), 1, 1), "with 2 spatial axes"),
         (lambda: SpatialConv(1, 1, 2), "kernel must be odd"),
         (lambda: FlexPatch(1, 1, patch=2, time_patch=1, spatial_dims=4), "spatial_dims must be 1, 2 or 3"),
@@ -156,7 +173,9 @@ def _numpy_pad(x: np.ndarray, amount: int, modes) -> np.ndarray:
         widths = [(0, 0)] * x.ndim
         widths[axis] = (amount, amount)
         low = np.take(np.pad(x, widths, mode=NUMPY_MODE[lo]), range(amount), axis=axis)
-        high = np.take(np.pad(x, widths, mode=NUMPY_MODE[hi]), range(x.shape[axis] + amount, x.shape[axis] + 2 * amount), axis=axis)
+        high = np.take(
+            np.pad(x, widths, mode=NUMPY_MODE[hi]), range(x.shape[axis] + amount, x.shape[axis] + 2 * amount), axis=axis
+        )
         x = np.concatenate([low, x, high], axis=axis)
     return x
 

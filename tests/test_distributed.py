@@ -25,17 +25,41 @@ HERE = Path(__file__).parent
 
 #: a tiny recipe: two systems on a 16^2 grid, 6 steps of 4 crops (2 per rank), evaluated every 2 steps
 RECIPE = {
-    "systems": ["diffusion", "burgers"], "grid": 16, "frames": 5, "crop": 8, "crop_t": 5, "buffer": 4, "refresh": 0.5,
-    "refresh_every": 4, "channels": [4, 8], "latent": 2, "blocks": 1, "patch": 4, "time_patch": 4, "strides": [2, 4],
-    "time_strides": [1, 2, 4], "steps": 6, "batch": 4, "lr": 2e-3, "warmup": 1, "eval_every": 2, "val_crops": 4, "seed": 0,
+    "systems": ["diffusion", "burgers"],
+    "grid": 16,
+    "frames": 5,
+    "crop": 8,
+    "crop_t": 5,
+    "buffer": 4,
+    "refresh": 0.5,
+    "refresh_every": 4,
+    "channels": [4, 8],
+    "latent": 2,
+    "blocks": 1,
+    "patch": 4,
+    "time_patch": 4,
+    "strides": [2, 4],
+    "time_strides": [1, 2, 4],
+    "steps": 6,
+    "batch": 4,
+    "lr": 2e-3,
+    "warmup": 1,
+    "eval_every": 2,
+    "val_crops": 4,
+    "seed": 0,
 }
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     src = str(Path(tokeniser_module.__file__).resolve().parents[2])
-    env.update(PYTHONPATH=os.pathsep.join([src, env.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
-               PHYSFM_CACHE=str(tmp_path / "unused"), PHYSFM_RESULTS=str(tmp_path / "results"))
+    env.update(
+        PYTHONPATH=os.pathsep.join([src, env.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        OMP_WAIT_POLICY="PASSIVE",
+        PHYSFM_CACHE=str(tmp_path / "unused"),
+        PHYSFM_RESULTS=str(tmp_path / "results"),
+    )
     env.pop("PHYSFM_DEVICE", None)
     return env
 
@@ -46,8 +70,16 @@ def ddp(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     recipe = tmp / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(HERE / "ddp_worker.py"), str(tmp), str(recipe)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(HERE / "ddp_worker.py"),
+        str(tmp),
+        str(recipe),
+    ]
     proc = subprocess.run(cmd, env=_env(tmp), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
@@ -152,7 +184,9 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b_on_the_same_samples(
             torch.testing.assert_close(wd[name], wr[name], rtol=1e-5, atol=1e-6)
     print(f"largest weight difference, two ranks against one process: {worst:.3g}")
     ddp_loss = torch.tensor(ranks[0]["cli_curves"]["data_vars"]["loss"]["data"], dtype=torch.float64)
-    print(f"largest relative loss difference: {float(((ddp_loss - torch.tensor(ref_curves.loss.values)) / ddp_loss).abs().max()):.3g}")
+    print(
+        f"largest relative loss difference: {float(((ddp_loss - torch.tensor(ref_curves.loss.values)) / ddp_loss).abs().max()):.3g}"
+    )
     torch.testing.assert_close(ddp_loss, torch.tensor(ref_curves.loss.values), rtol=1e-5, atol=0)
     # the weights moved by far more than the tolerance: the comparison can fail
     moved = max(float((ref_steps[-1][k] - ref_steps[0][k]).abs().max()) for k in ref_steps[0])

@@ -99,13 +99,16 @@ def test_at_the_start_the_model_is_the_autoencoder_bit_for_bit(adapt, transform,
     x = torch.randn(2, fields, 5, 8, 8)
     with torch.no_grad():
         recon = tok(rearrange(x, "n f t h w -> (n f) 1 t h w"), 2, 1)
-        model = AutoencoderDynamics(copy.deepcopy(tok), fields, stride=2, adapt=adapt, rank=2,
-                                    transform=transform, skips=skips, width=8)
+        model = AutoencoderDynamics(
+            copy.deepcopy(tok), fields, stride=2, adapt=adapt, rank=2, transform=transform, skips=skips, width=8
+        )
         assert torch.equal(model(x), rearrange(recon, "(n f) 1 t h w -> n f t h w", f=fields))
         # and so its rollout repeats the autoencoder's reconstruction of the last frame
         ctx = x[:, :, :3]
         roll = model.rollout(ctx, 2)
-        first = rearrange(tok(rearrange(ctx, "n f t h w -> (n f) 1 t h w"), 2, 1)[:, :, -1:], "(n f) 1 t h w -> n f t h w", f=fields)
+        first = rearrange(
+            tok(rearrange(ctx, "n f t h w -> (n f) 1 t h w"), 2, 1)[:, :, -1:], "(n f) 1 t h w -> n f t h w", f=fields
+        )
         assert torch.equal(roll[:, :, :1], first)
 
 
@@ -143,7 +146,9 @@ def test_each_part_trains_what_it_should():
     counts = {}
     for adapt in ADAPT:
         for transform, skips in [(True, True), (True, False), (False, True)]:
-            model = AutoencoderDynamics(_trained_tokeniser(), 1, stride=2, adapt=adapt, rank=2, transform=transform, skips=skips, width=8)
+            model = AutoencoderDynamics(
+                _trained_tokeniser(), 1, stride=2, adapt=adapt, rank=2, transform=transform, skips=skips, width=8
+            )
             names = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
             assert ("transform" in names) == transform and ("skips" in names) == skips
             assert ("tokeniser" in names) == (adapt != "frozen")

@@ -49,10 +49,14 @@ def test_run_operator_layout_baseline_and_determinism():
         assert np.isfinite(a[v]).all(), v
         np.testing.assert_array_equal(a[v], b[v])
     # persistence is the VRMSE of the initial state against the state at T, on the test pairs
-    test = fno.burgers_pairs(cfg.n_test, cfg.grid, [cfg.grid], torch.Generator().manual_seed(seed_for("test", cfg.seed)))[cfg.grid]
+    test = fno.burgers_pairs(cfg.n_test, cfg.grid, [cfg.grid], torch.Generator().manual_seed(seed_for("test", cfg.seed)))[
+        cfg.grid
+    ]
     want = float(metrics.vrmse(test[:, :, 0], test[:, :, 1], n_spatial=2).mean())
     assert math.isclose(float(a.persistence_vrmse[0]), want, rel_tol=1e-5)
-    train = fno.burgers_pairs(cfg.n_test, cfg.grid, [cfg.grid], torch.Generator().manual_seed(seed_for("train", cfg.seed)))[cfg.grid]
+    train = fno.burgers_pairs(cfg.n_test, cfg.grid, [cfg.grid], torch.Generator().manual_seed(seed_for("train", cfg.seed)))[
+        cfg.grid
+    ]
     assert not torch.allclose(train, test)  # the test pairs are not training pairs
     table = fno.summary(a)
     assert float(table.relative_to_training_grid.sel(grid=16)) == 1.0
@@ -80,9 +84,16 @@ def test_high_energy_fraction():
 def _small_tokeniser():
     tok_cfg = dict(resolve("tokeniser", "smoke"), systems=("diffusion", "burgers"))
     torch.manual_seed(0)
-    tok = Tokeniser(spatial_dims=2, channels=tuple(tok_cfg["channels"]), latent=tok_cfg["latent"], blocks=tok_cfg["blocks"],
-                    patch=tok_cfg["patch"], time_patch=tok_cfg["time_patch"], stride=max(tok_cfg["strides"]),
-                    time_stride=max(tok_cfg["time_strides"]))
+    tok = Tokeniser(
+        spatial_dims=2,
+        channels=tuple(tok_cfg["channels"]),
+        latent=tok_cfg["latent"],
+        blocks=tok_cfg["blocks"],
+        patch=tok_cfg["patch"],
+        time_patch=tok_cfg["time_patch"],
+        stride=max(tok_cfg["strides"]),
+        time_stride=max(tok_cfg["time_strides"]),
+    )
     return tok.eval().requires_grad_(False), tok_cfg
 
 
@@ -94,6 +105,7 @@ def test_decoder_crops_come_from_separate_streams():
     assert train.shape == (6, 1, tok_cfg["crop_t"], fine, fine)
     # no held-out crop is (a shifted copy of) a training crop's first frame
     from physfm.eval.statistics import nearest_distance
+
     assert float(nearest_distance(test[:, 0, 0], train[:, 0, 0], 2).min()) > 0.05
 
 
@@ -102,7 +114,11 @@ def test_run_decoder_layout_determinism_and_the_smooth_continuation():
     cfg = resolve("fno", "smoke", decoder_steps=3)
     a, b = fno.run_decoder(cfg, tok, tok_cfg, progress=False), fno.run_decoder(cfg, tok, tok_cfg, progress=False)
     fine, coarse = 2 * tok_cfg["crop"], tok_cfg["crop"]
-    assert a.truth_fine.shape == (cfg.decoder_test, fine, fine) and a.fno_coarse_fields.shape == (cfg.decoder_test, coarse, coarse)
+    assert a.truth_fine.shape == (cfg.decoder_test, fine, fine) and a.fno_coarse_fields.shape == (
+        cfg.decoder_test,
+        coarse,
+        coarse,
+    )
     for v in ("vrmse", "high_fraction", "fno_fine_fields", "loss"):
         assert np.isfinite(a[v]).all(), v
         np.testing.assert_array_equal(a[v], b[v])

@@ -39,8 +39,14 @@ def test_true_fields_are_normalised_with_the_system_statistics():
     assert x.shape == (3 * cfg.frames, cfg.grid, cfg.grid)
     stats = system_stats(spec, shape, cfg.frames)
     names = spec.field_names(2)
-    raw, _ = streams.held_out_trajectories(spec, shape=shape, frames=cfg.frames, n=3, purpose="truth_a",
-                                           stats=FieldStats(names, (0.0,) * len(names), (1.0,) * len(names)))
+    raw, _ = streams.held_out_trajectories(
+        spec,
+        shape=shape,
+        frames=cfg.frames,
+        n=3,
+        purpose="truth_a",
+        stats=FieldStats(names, (0.0,) * len(names), (1.0,) * len(names)),
+    )
     k = names.index(cfg.field)
     want = (raw[:, k] - stats.mean[k]) / stats.std[k]
     torch.testing.assert_close(x, want.reshape(x.shape))

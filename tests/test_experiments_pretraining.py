@@ -16,8 +16,14 @@ def small(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("PHYSFM_CACHE", str(tmp_path_factory.mktemp("cache")))
     cfg = dict(profiles.resolve("pretraining", "smoke"))
-    cfg.update(seeds=(0, 1), dyn_steps=3, pre_steps=2, eval_every=3, map={"compression": ({"latent": 1},), "pre-training": ({"pre_steps": 4},)},
-               focus={"latent": 2})
+    cfg.update(
+        seeds=(0, 1),
+        dyn_steps=3,
+        pre_steps=2,
+        eval_every=3,
+        map={"compression": ({"latent": 1},), "pre-training": ({"pre_steps": 4},)},
+        focus={"latent": 2},
+    )
     yield cfg
     mp.undo()
 
@@ -65,8 +71,10 @@ def test_a_scratch_run_does_not_depend_on_the_pre_training_budget_and_runs_once(
     seed = small["map_seeds"][0]
     base, point = (ds.vrmse.sel(regime=r, arm="scratch", seed=seed) for r in ("base", budget))
     np.testing.assert_array_equal(base.values, point.values)
-    assert not np.array_equal(ds.vrmse.sel(regime="base", arm="in_domain_finetuned", seed=seed).values,
-                              ds.vrmse.sel(regime=budget, arm="in_domain_finetuned", seed=seed).values)
+    assert not np.array_equal(
+        ds.vrmse.sel(regime="base", arm="in_domain_finetuned", seed=seed).values,
+        ds.vrmse.sel(regime=budget, arm="in_domain_finetuned", seed=seed).values,
+    )
 
 
 def test_at_one_seed_every_arm_starts_its_processor_from_the_same_weights(small):

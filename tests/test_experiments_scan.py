@@ -61,8 +61,9 @@ def test_run_hold_layout_and_determinism():
 
 def test_selective_solves_the_hold_task_where_lti_cannot():
     """The chapter's claim at a small size: same layers, same data, same steps."""
-    cfg = resolve("scan", "smoke", hold_length=16, hold_steps=300, hold_batch=16, hold_width=8, hold_state=4,
-                  hold_lr=3e-2, hold_marks=0.2)
+    cfg = resolve(
+        "scan", "smoke", hold_length=16, hold_steps=300, hold_batch=16, hold_width=8, hold_state=4, hold_lr=3e-2, hold_marks=0.2
+    )
     ds = scan.run_hold(cfg, n_test=128, progress=False)
     sel, lti = float(ds.final_mse.sel(model="selective")), float(ds.final_mse.sel(model="lti"))
     assert sel < 0.05, ds.final_mse.values  # predicting 0 scores about 1
@@ -124,7 +125,9 @@ def test_run_dynamics_layout_baselines_and_determinism():
     # persistence per lead is what forecast computes from the same projected trajectories
     u_train, u_val, _ = scan.dynamics_data(cfg)
     truth = scan.FourierLatent(cfg.modes, cfg.grid).project(u_val)
-    np.testing.assert_allclose(a.persistence_rollout_vrmse, forecast.persistence_rollout_vrmse(truth, cfg.context, horizon).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        a.persistence_rollout_vrmse, forecast.persistence_rollout_vrmse(truth, cfg.context, horizon).numpy(), rtol=1e-6
+    )
     # training and validation trajectories come from different streams
     assert not torch.allclose(u_train[: len(u_val)], u_val)
 
@@ -132,8 +135,9 @@ def test_run_dynamics_layout_baselines_and_determinism():
 def test_dynamics_model_infers_the_velocity_in_context():
     """Trained briefly on small data, the model predicts frames seen after two others far better
     than the first frame (which no model can predict better than a guess of the velocity)."""
-    cfg = resolve("scan", "smoke", grid=16, frames=8, modes=3, n_train=64, n_val=16, dyn_steps=300, dyn_batch=16,
-                  dyn_width=32, dyn_lr=1e-2)
+    cfg = resolve(
+        "scan", "smoke", grid=16, frames=8, modes=3, n_train=64, n_val=16, dyn_steps=300, dyn_batch=16, dyn_width=32, dyn_lr=1e-2
+    )
     ds = scan.run_dynamics(cfg, progress=False)
     v = ds.vrmse_position.values
     assert v[2:].mean() < v[0] / 2, v

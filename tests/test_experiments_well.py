@@ -15,9 +15,25 @@ from physfm.experiments import well
 from physfm.nn.tokeniser import Tokeniser
 
 SMALL = {"system": "gray_scott", "grid": 16, "frames": 7, "trajectories": 10, "seed": 0}
-FINITE = {"window": 3, "train_trajectories": (1, 0), "width": 8, "processor_blocks": 1, "stride": 4, "dyn_steps": 4,
-          "batch": 2, "lr": 2e-3, "warmup": 1, "eval_every": 2, "tokeniser_lr_scale": 0.1, "val_windows": 4,
-          "train_windows": 4, "context": 2, "rollout_steps": 2, "val_rollouts": 1, "seed": 0}
+FINITE = {
+    "window": 3,
+    "train_trajectories": (1, 0),
+    "width": 8,
+    "processor_blocks": 1,
+    "stride": 4,
+    "dyn_steps": 4,
+    "batch": 2,
+    "lr": 2e-3,
+    "warmup": 1,
+    "eval_every": 2,
+    "tokeniser_lr_scale": 0.1,
+    "val_windows": 4,
+    "train_windows": 4,
+    "context": 2,
+    "rollout_steps": 2,
+    "val_rollouts": 1,
+    "seed": 0,
+}
 
 
 def _tokeniser(seed: int = 0) -> Tokeniser:
@@ -34,8 +50,7 @@ def walled_set(tmp_path_factory):
 def wide_set(tmp_path_factory):
     """64 x 64 fields (no physics needed) with a wall along x and open sides along y."""
     t = generate("diffusion", batch=5, shape=(64, 64), frames=3, generator=torch.Generator().manual_seed(1))
-    return write_well(t, tmp_path_factory.mktemp("wide") / "wide", boundaries={"x": "wall", "y": "open"},
-                      splits=(0.6, 0.2, 0.2))
+    return write_well(t, tmp_path_factory.mktemp("wide") / "wide", boundaries={"x": "wall", "y": "open"}, splits=(0.6, 0.2, 0.2))
 
 
 def test_synthetic_dataset_has_walls_along_x_and_open_sides_along_y(walled_set):
@@ -99,8 +114,10 @@ def test_boundary_errors_restore_the_padding_and_refuse_periodic_data(walled_set
     tok.set_padding("zeros")
     well.boundary_errors(tok, walled_set, stride=4, frames=3, n_windows=1)
     assert tok.padding == (("zeros", "zeros"),) * 2
-    periodic = write_well(generate("diffusion", batch=3, shape=(16, 16), frames=3, generator=torch.Generator().manual_seed(0)),
-                          tmp_path / "periodic")
+    periodic = write_well(
+        generate("diffusion", batch=3, shape=(16, 16), frames=3, generator=torch.Generator().manual_seed(0)),
+        tmp_path / "periodic",
+    )
     with pytest.raises(ValueError, match="periodic"):
         well.boundary_errors(tok, periodic, stride=4, frames=2, n_windows=1)
 
@@ -147,8 +164,16 @@ def test_the_pretraining_ablation_takes_a_data_set_in_the_well_s_layout_as_its_t
     t = generate("burgers", batch=8, shape=(16, 16), frames=9, generator=torch.Generator().manual_seed(2))
     path = write_well(t, tmp_path / "target", splits=(0.5, 0.25, 0.25))
     cfg = dict(profiles.resolve("pretraining", "smoke"))
-    cfg.update(target=str(path), seeds=(0,), dyn_steps=2, pre_steps=2, eval_every=2, trajectories=2, val_rollouts=5,
-               arms=("scratch", "in_domain_finetuned", "cross_domain_finetuned"))
+    cfg.update(
+        target=str(path),
+        seeds=(0,),
+        dyn_steps=2,
+        pre_steps=2,
+        eval_every=2,
+        trajectories=2,
+        val_rollouts=5,
+        arms=("scratch", "in_domain_finetuned", "cross_domain_finetuned"),
+    )
     assert P.well_target(cfg) == path and P.well_target({**cfg, "target": "navier_stokes"}) is None
     inn, cross = (P.tokeniser_recipe(cfg, s) for s in P._domains(cfg).values())
     assert inn["systems"] == {} and inn["well"] == str(path) and len(inn["well_stats"]) == 16
@@ -158,10 +183,12 @@ def test_the_pretraining_ablation_takes_a_data_set_in_the_well_s_layout_as_its_t
     assert not np.isnan(ds.vrmse.sel(regime="base")).any()
     assert int(ds.kept.sel(regime="base", arm="scratch", seed=0)) == 2  # the first two training trajectories
     assert ds.attrs["val_rollouts"] == 2  # as many as the test split holds
-    held = well_eval_data(path, window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
-                          steps=cfg["rollout_steps"], n_rollouts=2)
+    held = well_eval_data(
+        path, window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"], steps=cfg["rollout_steps"], n_rollouts=2
+    )
     assert float(ds.persistence_rollout_vrmse.isel(lead=0)) == pytest.approx(
-        float(forecast.persistence_rollout_vrmse(held.trajectories, cfg["context"], cfg["rollout_steps"])[0]))
+        float(forecast.persistence_rollout_vrmse(held.trajectories, cfg["context"], cfg["rollout_steps"])[0])
+    )
     assert float(ds.persistence_vrmse) == pytest.approx(float(forecast.persistence_vrmse(held.windows)))  # the valid split
     assert ds.pre_vrmse.sel(regime="base", domain="in_domain").notnull().all()
     with pytest.raises(ValueError, match="The Well's layout"):

@@ -41,7 +41,9 @@ def test_least_squares_fit_of_the_loss_target_is_the_marginal_velocity(t):
     assert intercept == pytest.approx(m - slope * t * m, abs=5e-3)
     # and gaussian_velocity is that same line
     probe = torch.tensor([[-1.0], [0.0], [2.0]], dtype=torch.float64)
-    torch.testing.assert_close(G.gaussian_velocity(m, s)(probe, torch.full((3,), t)), intercept + slope * probe, atol=1e-2, rtol=0)
+    torch.testing.assert_close(
+        G.gaussian_velocity(m, s)(probe, torch.full((3,), t)), intercept + slope * probe, atol=1e-2, rtol=0
+    )
 
 
 def test_the_exact_velocity_minimises_the_loss_at_its_known_floor():
@@ -77,8 +79,9 @@ def test_loss_draws_noise_and_times_from_the_generator():
 def test_sampler_with_the_exact_velocity_transports_gaussian_to_gaussian(method, steps, tol):
     m = torch.tensor([2.0, -1.0]).reshape(1, 2, 1)
     s = torch.tensor([0.5, 3.0]).reshape(1, 2, 1)
-    x = G.sample(G.gaussian_velocity(m, s), (20_000, 2, 1), steps=steps, method=method,
-                 generator=torch.Generator().manual_seed(0)).double()
+    x = G.sample(
+        G.gaussian_velocity(m, s), (20_000, 2, 1), steps=steps, method=method, generator=torch.Generator().manual_seed(0)
+    ).double()
     # compare with the same noise pushed through the exact map x0 -> m + s x0
     x0 = torch.randn((20_000, 2, 1), generator=torch.Generator().manual_seed(0)).double()
     assert ((x - (m + s * x0)).abs() / (1 + x0.abs())).max() < tol
@@ -90,8 +93,11 @@ def test_heun_is_second_order_and_euler_first():
     m, s = 1.0, 0.2
     x0 = torch.linspace(-2, 2, 9, dtype=torch.float64).reshape(9, 1, 1)
     exact = m + s * x0
-    err = {(meth, n): (G.sample(G.gaussian_velocity(m, s), x0.shape, steps=n, method=meth, noise=x0) - exact).abs().max().item()
-           for meth in G.METHODS for n in (8, 16)}
+    err = {
+        (meth, n): (G.sample(G.gaussian_velocity(m, s), x0.shape, steps=n, method=meth, noise=x0) - exact).abs().max().item()
+        for meth in G.METHODS
+        for n in (8, 16)
+    }
     assert err["euler", 8] / err["euler", 16] == pytest.approx(2, rel=0.25)
     assert err["heun", 8] / err["heun", 16] == pytest.approx(4, rel=0.25)
 
@@ -192,7 +198,9 @@ def test_statistics_distances_by_hand():
 
 def test_spectrum_distance_leaves_out_shells_without_reference_energy():
     g = torch.Generator().manual_seed(0)
-    b = spectral.filter_bands(torch.randn(8, 32, 32, generator=g, dtype=torch.float64), ("low",), 2)  # no energy above the low band
+    b = spectral.filter_bands(
+        torch.randn(8, 32, 32, generator=g, dtype=torch.float64), ("low",), 2
+    )  # no energy above the low band
     a = b + 1e-3 * torch.randn(8, 32, 32, generator=g, dtype=torch.float64)  # a little noise everywhere
     kept = S.statistics_distances(a, b, 2)["spectrum"]
     every = S.statistics_distances(a, b, 2, energy_floor=0.0)["spectrum"]

@@ -19,7 +19,9 @@ def _copy_from_neuralop(ours: SpectralConv, theirs) -> None:
         ours.bias.copy_(theirs.bias.detach().flatten())
 
 
-@pytest.mark.parametrize("shape, n_modes", [((32, 32), (12, 12)), ((24, 40), (9, 14)), ((16, 16, 16), (8, 8, 8)), ((12, 10, 14), (5, 6, 7))])
+@pytest.mark.parametrize(
+    "shape, n_modes", [((32, 32), (12, 12)), ((24, 40), (9, 14)), ((16, 16, 16), (8, 8, 8)), ((12, 10, 14), (5, 6, 7))]
+)
 def test_equals_neuraloperator_given_the_same_weights(shape, n_modes):
     torch.manual_seed(0)
     theirs = NOSpectralConv(3, 5, n_modes)
@@ -88,7 +90,10 @@ def test_decoder_shapes_with_and_without_time(d):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: SpectralConv(1, 1, (40, 40))(torch.randn(1, 1, 32, 32)), r"n_modes=\(40, 40\) exceeds what the input grid \(32, 32\) holds: at most \(32, 32\)"),
+        (
+            lambda: SpectralConv(1, 1, (40, 40))(torch.randn(1, 1, 32, 32)),
+            r"n_modes=\(40, 40\) exceeds what the input grid \(32, 32\) holds: at most \(32, 32\)",
+        ),
         (lambda: SpectralConv(1, 1, (8, 8))(torch.randn(1, 1, 32, 32), out_shape=(6, 32)), "output grid"),
         (lambda: SpectralConv(1, 1, (8, 8))(torch.randn(1, 2, 32, 32)), r"expected \(n, 1, \*space\)"),
         (lambda: SpectralConv(1, 1, (8, 8, 8, 8)), "1 to 3 positive numbers"),
@@ -146,15 +151,18 @@ def _resample_every_axis(x, out_shape):
     return torch.from_numpy(y)
 
 
-@pytest.mark.parametrize("shape, out_shape", [((12,), (7,)), ((8,), (20,)), ((8, 10), (13, 6)), ((9, 7), (16, 14)),
-                                              ((16, 16), (8, 8)), ((6, 5, 8), (9, 10, 4))])
+@pytest.mark.parametrize(
+    "shape, out_shape",
+    [((12,), (7,)), ((8,), (20,)), ((8, 10), (13, 6)), ((9, 7), (16, 14)), ((16, 16), (8, 8)), ((6, 5, 8), (9, 10, 4))],
+)
 def test_fourier_resize_is_scipy_resample_along_every_axis(shape, out_shape):
     x = _random_field(shape)
     torch.testing.assert_close(fourier_resize(x, out_shape), _resample_every_axis(x, out_shape), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("coarse, fine", [((8,), (16,)), ((8, 8), (16, 16)), ((8, 6), (17, 13)), ((7, 8), (14, 9)),
-                                          ((6, 4, 8), (12, 9, 16))])
+@pytest.mark.parametrize(
+    "coarse, fine", [((8,), (16,)), ((8, 8), (16, 16)), ((8, 6), (17, 13)), ((7, 8), (14, 9)), ((6, 4, 8), (12, 9, 16))]
+)
 def test_fourier_resize_up_then_down_returns_the_field(coarse, fine):
     x = _random_field(coarse)  # with Nyquist content on the even axes
     up = fourier_resize(x, fine)
@@ -166,8 +174,9 @@ def test_fourier_resize_up_then_down_returns_the_field(coarse, fine):
 def _cosines(ks, phases, amps, grid):
     """``sum_j a_j cos(2 pi k_j . x + p_j)`` sampled on ``grid`` (period 1 on every axis)."""
     axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) / n for n in grid], indexing="ij")
-    return sum(a * torch.cos(2 * math.pi * sum(k[i] * axes[i] for i in range(len(grid))) + p)
-               for k, p, a in zip(ks, phases, amps))[None, None]
+    return sum(
+        a * torch.cos(2 * math.pi * sum(k[i] * axes[i] for i in range(len(grid))) + p) for k, p, a in zip(ks, phases, amps)
+    )[None, None]
 
 
 def test_fourier_resize_of_a_nyquist_cosine_is_that_cosine():
@@ -193,8 +202,15 @@ def _max_modes_conv(shape, seed=1, c_in=2, c_out=3):
     return conv
 
 
-@pytest.mark.parametrize("shape, out_shapes", [((8,), [(16,), (11,), (9,)]), ((8, 8), [(16, 16), (11, 17), (8, 13), (15, 8)]),
-                                               ((7, 8), [(14, 16), (9, 9)]), ((4, 6, 8), [(8, 12, 16), (5, 7, 9)])])
+@pytest.mark.parametrize(
+    "shape, out_shapes",
+    [
+        ((8,), [(16,), (11,), (9,)]),
+        ((8, 8), [(16, 16), (11, 17), (8, 13), (15, 8)]),
+        ((7, 8), [(14, 16), (9, 9)]),
+        ((4, 6, 8), [(8, 12, 16), (5, 7, 9)]),
+    ],
+)
 def test_output_on_another_grid_is_the_interpolant_of_the_output(shape, out_shapes):
     conv = _max_modes_conv(shape)
     x = _random_field(shape, channels=2)
@@ -267,8 +283,16 @@ def test_weights_the_input_grid_cannot_see_change_no_grid(shape):
         torch.testing.assert_close(conv(x, out_shape=s), y, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape, n_modes, out_shape", [((8,), (8,), (13,)), ((9,), (8,), (8,)), ((6, 8), (6, 8), (12, 9)),
-                                                       ((8, 6), (4, 6), (8, 6)), ((4, 4, 6), (4, 3, 6), (5, 4, 7))])
+@pytest.mark.parametrize(
+    "shape, n_modes, out_shape",
+    [
+        ((8,), (8,), (13,)),
+        ((9,), (8,), (8,)),
+        ((6, 8), (6, 8), (12, 9)),
+        ((8, 6), (4, 6), (8, 6)),
+        ((4, 4, 6), (4, 3, 6), (5, 4, 7)),
+    ],
+)
 def test_backward_is_the_gradient(shape, n_modes, out_shape):
     # the hand-written backward (adjoint pruned transforms, the per-mode product) against finite
     # differences in float64; second derivatives (the backward of the backward) on the 1D/2D cases
@@ -298,10 +322,22 @@ def test_float32_matches_float64():
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda: fourier_resize(torch.randn(2, 8, dtype=torch.complex64), (4,)), TypeError, "float32 or float64 tensor, got torch.complex64"),
-        (lambda: fourier_resize(torch.randn(2, 8), (4, 4, 4)), ValueError, r"out_shape must be 1 to x.ndim=2 positive sizes, got \(4, 4, 4\)"),
+        (
+            lambda: fourier_resize(torch.randn(2, 8, dtype=torch.complex64), (4,)),
+            TypeError,
+            "float32 or float64 tensor, got torch.complex64",
+        ),
+        (
+            lambda: fourier_resize(torch.randn(2, 8), (4, 4, 4)),
+            ValueError,
+            r"out_shape must be 1 to x.ndim=2 positive sizes, got \(4, 4, 4\)",
+        ),
         (lambda: fourier_resize(torch.randn(2, 8), (0,)), ValueError, "positive sizes"),
-        (lambda: SpectralConv(1, 1, (4,))(torch.ones(1, 1, 8, dtype=torch.int64)), TypeError, "SpectralConv: expected a float32 or float64"),
+        (
+            lambda: SpectralConv(1, 1, (4,))(torch.ones(1, 1, 8, dtype=torch.int64)),
+            TypeError,
+            "SpectralConv: expected a float32 or float64",
+        ),
     ],
 )
 def test_bad_resize_and_dtype_are_named(call, error, match):

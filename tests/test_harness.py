@@ -18,8 +18,10 @@ def _own_cache(tmp_path, monkeypatch):
 
 
 def _result(job: Job, steps: int = 4) -> xr.Dataset:
-    evals = [(s, {"vrmse": np.float64(job.seed + s), "nmse": np.ones(3) * s, "vrmse_window": np.arange(2.0) + s})
-             for s in range(0, steps + 1, 2)]
+    evals = [
+        (s, {"vrmse": np.float64(job.seed + s), "nmse": np.ones(3) * s, "vrmse_window": np.arange(2.0) + s})
+        for s in range(0, steps + 1, 2)
+    ]
     curves = _curves([1.0] * steps, [0.1] * steps, evals, "x", 0.0)
     return harness.job_dataset(curves, rollout=np.arange(3.0), trainable=7, kept=5, dropped=1)
 
@@ -59,8 +61,9 @@ def test_finished_jobs_are_saved_and_not_run_again(tmp_path):
 
 
 def test_held_out_data_are_distinct_windows_with_their_metadata():
-    data = harness.eval_data("advection_diffusion", shape=(16,), frames=8, window=3, n_windows=6, context=2, steps=3,
-                             n_rollouts=4)
+    data = harness.eval_data(
+        "advection_diffusion", shape=(16,), frames=8, window=3, n_windows=6, context=2, steps=3, n_rollouts=4
+    )
     assert data.windows.shape == (6, 1, 3, 16) and data.trajectories.shape == (4, 1, 5, 16)
     assert data.window_coefficients.shape == (6, 2) and data.trajectory_coefficients.shape == (4, 2)
     flat = data.windows.flatten(1)

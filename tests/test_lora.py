@@ -138,18 +138,19 @@ CONV_CASES = {
     "conv1d-reflect": (lambda: nn.Conv1d(4, 6, 5, padding=2, padding_mode="reflect"), (2, 4, 12)),
     "conv2d-circular": (lambda: nn.Conv2d(4, 6, 3, padding=1, padding_mode="circular"), (2, 4, 8, 8)),
     "conv2d-circular-dilated-groups": (
-        lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2, padding_mode="circular"), (2, 4, 9, 8)),
-    "conv2d-same-even-replicate": (lambda: nn.Conv2d(4, 6, (4, 3), padding="same", padding_mode="replicate"),
-                                   (2, 4, 7, 6)),
+        lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2, padding_mode="circular"),
+        (2, 4, 9, 8),
+    ),
+    "conv2d-same-even-replicate": (lambda: nn.Conv2d(4, 6, (4, 3), padding="same", padding_mode="replicate"), (2, 4, 7, 6)),
     "conv2d-same-even-zeros": (lambda: nn.Conv2d(4, 6, (4, 2), padding="same"), (2, 4, 7, 6)),
     "conv2d-depthwise": (lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), (2, 4, 6, 6)),
-    "conv3d-circular-stride": (lambda: nn.Conv3d(3, 4, 3, stride=(1, 2, 2), padding=1, padding_mode="circular"),
-                               (1, 3, 4, 6, 6)),
+    "conv3d-circular-stride": (lambda: nn.Conv3d(3, 4, 3, stride=(1, 2, 2), padding=1, padding_mode="circular"), (1, 3, 4, 6, 6)),
     "conv3d-valid": (lambda: nn.Conv3d(3, 4, 2, padding="valid"), (1, 3, 4, 5, 5)),
     "convT1d-stride-outpad": (lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, output_padding=1), (2, 4, 9)),
     "convT2d-groups-dilation": (
         lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2, output_padding=1),
-        (2, 4, 5, 6)),
+        (2, 4, 5, 6),
+    ),
     "convT3d": (lambda: nn.ConvTranspose3d(3, 4, (2, 2, 2), stride=2, bias=False), (1, 3, 3, 4, 4)),
 }
 
@@ -192,8 +193,7 @@ def test_circular_lora_stays_translation_equivariant(d):
     dims, shifts = list(range(2, 2 + d)), [2] * d
     for path in PATHS:
         model.layer.path = path
-        torch.testing.assert_close(model(torch.roll(x, shifts, dims)), torch.roll(model(x), shifts, dims),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(torch.roll(x, shifts, dims)), torch.roll(model(x), shifts, dims), rtol=1e-5, atol=1e-5)
 
 
 def _peft_and_ours(conv: nn.Module, r: int = 2):
@@ -245,9 +245,12 @@ def test_peft_loses_dilation():
 def _stack(dtype=torch.float32) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular"), nn.GELU(),
-        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.GELU(),
-        nn.ConvTranspose2d(4, 3, 2, stride=2), nn.Flatten(),
+        nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular"),
+        nn.GELU(),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1),
+        nn.GELU(),
+        nn.ConvTranspose2d(4, 3, 2, stride=2),
+        nn.Flatten(),
         nn.Linear(3 * 8 * 8, 16),
     ).to(dtype)
 
@@ -486,9 +489,11 @@ def test_injecting_twice_and_merging_nothing_are_errors():
 @pytest.mark.parametrize("path", PATHS)
 def test_unbatched_and_vector_inputs_work_like_the_base(path):
     torch.manual_seed(0)
-    for layer, x in [(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), torch.randn(2, 5, 5)),
-                     (nn.ConvTranspose1d(2, 3, 3, stride=2), torch.randn(2, 5)),
-                     (nn.Linear(4, 3), torch.randn(4))]:
+    for layer, x in [
+        (nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), torch.randn(2, 5, 5)),
+        (nn.ConvTranspose1d(2, 3, 3, stride=2), torch.randn(2, 5)),
+        (nn.Linear(4, 3), torch.randn(4)),
+    ]:
         model = Holder(layer)
         inject_lora(model, "layer", r=2)
         _randomise(model.layer)
@@ -601,8 +606,18 @@ def test_adaptable_names_every_kernel_of_the_tokeniser():
 
     tok = Tokeniser(spatial_dims=2, channels=(4, 8), latent=2, blocks=1, patch=2, time_patch=1, stride=2)
     names = adaptable(tok)
-    assert names == ["stem", "down", "enc_blocks.0.space", "enc_blocks.0.time", "enc_out.2",
-                     "dec_in", "dec_blocks.0.space", "dec_blocks.0.time", "up", "dec_out.2"]
+    assert names == [
+        "stem",
+        "down",
+        "enc_blocks.0.space",
+        "enc_blocks.0.time",
+        "enc_out.2",
+        "dec_in",
+        "dec_blocks.0.space",
+        "dec_blocks.0.time",
+        "up",
+        "dec_out.2",
+    ]
     inject_lora(tok, names, r=1)
     assert adaptable(tok) == []  # nothing left to adapt, and the wrapped layers are not listed again
     assert adaptable(Net()) == ["encoder.0", "encoder.1", "encoder.2", "head"]

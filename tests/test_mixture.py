@@ -35,8 +35,9 @@ def test_temperature_sampler_draws_with_those_probabilities():
 
 def test_mixture_batches_come_from_one_system_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setenv("PHYSFM_CACHE", str(tmp_path))
-    pools = {s: streams.WindowStream(s, shape=(16,), frames=4, window=3, size=2, chunk=2, meta=True)
-             for s in ("diffusion", "burgers")}
+    pools = {
+        s: streams.WindowStream(s, shape=(16,), frames=4, window=3, size=2, chunk=2, meta=True) for s in ("diffusion", "burgers")
+    }
     counts: dict = {}
     it = mixture.mixture_batches(pools, mixture.TemperatureSampler([1, 1], 1.0, seed=0), 3, counts)
     for _ in range(6):

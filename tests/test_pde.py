@@ -40,15 +40,21 @@ def test_advection_diffusion_moves_the_field_by_ct():
     """Velocity chosen so that c t is a whole number of cells: the exact solution is a roll."""
     n, length, t = 32, 2 * math.pi, 1.0
     cells = (3, -5)
-    c = {"nu": torch.tensor([1e-12], dtype=F64), "c0": torch.tensor([cells[0] * length / n / t], dtype=F64),
-         "c1": torch.tensor([cells[1] * length / n / t], dtype=F64), "c2": torch.tensor([0.0], dtype=F64)}
+    c = {
+        "nu": torch.tensor([1e-12], dtype=F64),
+        "c0": torch.tensor([cells[0] * length / n / t], dtype=F64),
+        "c1": torch.tensor([cells[1] * length / n / t], dtype=F64),
+        "c2": torch.tensor([0.0], dtype=F64),
+    }
     sys = pde.AdvectionDiffusion()
     u0 = sys.initial(1, (n, n), torch.Generator().manual_seed(1))
     out = pde.simulate(sys, u0, c, dt=0.05, steps=20, save_every=20)[:, :, -1]
     torch.testing.assert_close(out, torch.roll(u0, shifts=cells, dims=(-2, -1)), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("name, dts", [("kuramoto_sivashinsky", [1 / 80, 1 / 160, 1 / 320]), ("burgers", [1 / 40, 1 / 80, 1 / 160])])
+@pytest.mark.parametrize(
+    "name, dts", [("kuramoto_sivashinsky", [1 / 80, 1 / 160, 1 / 320]), ("burgers", [1 / 40, 1 / 80, 1 / 160])]
+)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fourth_order_in_time(name, dts, seed):
     """Halving the step divides the error by about 2^4 = 16 (once dt is small enough for the
@@ -64,8 +70,14 @@ def test_fourth_order_in_time(name, dts, seed):
 
 
 @pytest.mark.parametrize(
-    "name, shape", [("diffusion", (32, 32)), ("advection_diffusion", (32,)), ("burgers", (64,)),
-                    ("kuramoto_sivashinsky", (32, 32)), ("navier_stokes", (32, 32))]
+    "name, shape",
+    [
+        ("diffusion", (32, 32)),
+        ("advection_diffusion", (32,)),
+        ("burgers", (64,)),
+        ("kuramoto_sivashinsky", (32, 32)),
+        ("navier_stokes", (32, 32)),
+    ],
 )
 def test_mean_is_conserved(name, shape):
     sys = pde.get_system(name)
@@ -73,7 +85,9 @@ def test_mean_is_conserved(name, shape):
     u0 = sys.initial(2, shape, g)
     if name == "navier_stokes":
         u0 = u0 - u0.mean(dim=(-2, -1), keepdim=True)
-    dt = {"diffusion": 0.05, "advection_diffusion": 0.05, "burgers": 0.02, "kuramoto_sivashinsky": 0.1, "navier_stokes": 0.025}[name]
+    dt = {"diffusion": 0.05, "advection_diffusion": 0.05, "burgers": 0.02, "kuramoto_sivashinsky": 0.1, "navier_stokes": 0.025}[
+        name
+    ]
     traj = pde.simulate(sys, u0, sys.sample(2, g), dt=dt, steps=40, save_every=10)
     means = traj.mean(dim=tuple(range(3, traj.ndim)))
     torch.testing.assert_close(means, means[:, :, :1].expand_as(means), rtol=0, atol=1e-10)
@@ -96,7 +110,13 @@ def test_systems_that_should_not_conserve_the_mean_do_not_claim_to():
         (lambda: pde.KuramotoSivashinsky(ranges={"nu": 1.0}), lambda: KuramotoSivashinskyHighDim(), (64,), 12 * math.pi, 0.05),
         (lambda: pde.Burgers(ranges={"nu": 0.03}), lambda: FsmBurgers(0.03), (32, 32), 2 * math.pi, 0.01),
         (lambda: pde.Burgers(ranges={"nu": 0.03}), lambda: FsmBurgers(0.03), (64,), 2 * math.pi, 0.01),
-        (lambda: pde.NavierStokes2D(ranges={"nu": 0.01, "drag": 0.0, "forcing": 0.0}), lambda: NavierStokesVorticity(100.0), (32, 32), 2 * math.pi, 0.01),
+        (
+            lambda: pde.NavierStokes2D(ranges={"nu": 0.01, "drag": 0.0, "forcing": 0.0}),
+            lambda: NavierStokesVorticity(100.0),
+            (32, 32),
+            2 * math.pi,
+            0.01,
+        ),
     ],
     ids=["ks-2d", "ks-1d", "burgers-2d", "burgers-1d", "navier-stokes"],
 )
@@ -125,6 +145,7 @@ def test_generate_shapes_dtypes_and_determinism():
 def test_non_finite_trajectories_are_dropped_regenerated_and_counted():
     class Explosive(pde.Diffusion):
         """Unstable for large coefficients: u_t = +a u (blows up for a*t large)."""
+
         ranges = {"nu": (0.0, 0.0), "a": (0.0, 40.0)}
 
         def linear(self, grid, c):
@@ -141,12 +162,23 @@ def test_non_finite_trajectories_are_dropped_regenerated_and_counted():
     assert tr.drop_reasons == {"non-finite": 0, "blew up": tr.dropped, "lost all structure": 0}
     assert tr.drawn == 6 + tr.dropped
     with pytest.raises(RuntimeError, match=r"after 2 attempts \(dropped: 4 blew up\)") as info:
-        pde.generate(Explosive(ranges={"a": (30.0, 40.0)}), batch=2, shape=(8,), frames=3, generator=g, dt=0.05, interval=0.5, max_attempts=2)
+        pde.generate(
+            Explosive(ranges={"a": (30.0, 40.0)}),
+            batch=2,
+            shape=(8,),
+            frames=3,
+            generator=g,
+            dt=0.05,
+            interval=0.5,
+            max_attempts=2,
+        )
     assert isinstance(info.value, pde.GenerationError) and info.value.dropped == 4
     assert info.value.drop_reasons == {"non-finite": 0, "blew up": 4, "lost all structure": 0}
     # e^(a t) with a = 100 overflows float32 at t = 0.9: non-finite
     with pytest.raises(pde.GenerationError, match=r"\(dropped: 2 non-finite\)") as info:
-        pde.generate(Explosive(ranges={"a": 100.0}), batch=2, shape=(8,), frames=3, generator=g, dt=0.05, interval=0.5, max_attempts=1)
+        pde.generate(
+            Explosive(ranges={"a": 100.0}), batch=2, shape=(8,), frames=3, generator=g, dt=0.05, interval=0.5, max_attempts=1
+        )
     assert info.value.drop_reasons == {"non-finite": 2, "blew up": 0, "lost all structure": 0}
 
 
@@ -166,7 +198,11 @@ def _sim(**kw):
     [
         (lambda: pde.generate("heat", batch=1, shape=(8,), frames=2), ValueError, "unknown system 'heat'"),
         (lambda: pde.generate(3, batch=1, shape=(8,), frames=2), TypeError, "system must be a name"),
-        (lambda: pde.generate("navier_stokes", batch=1, shape=(8,), frames=2), ValueError, r"available in \(2,\) spatial dimensions, not 1"),
+        (
+            lambda: pde.generate("navier_stokes", batch=1, shape=(8,), frames=2),
+            ValueError,
+            r"available in \(2,\) spatial dimensions, not 1",
+        ),
         # sizes: positive ints, the grid's at least 4
         (_gen(batch=0), ValueError, r"generate: batch must be an int >= 1, got 0"),
         (_gen(batch=-2), ValueError, r"generate: batch must be an int >= 1, got -2"),
@@ -198,10 +234,26 @@ def _sim(**kw):
         (lambda: pde.Burgers(ranges={"mu": (0.1, 0.2)}), ValueError, "unknown coefficient 'mu'"),
         (lambda: pde.Burgers(ranges={"nu": (0.2, 0.1)}), ValueError, "low <= high"),
         (lambda: pde.Burgers(ranges={"nu": (-0.1, 0.1)}), ValueError, "'nu' must be positive"),
-        (lambda: pde.Burgers(ranges={"nu": True}), TypeError, r"Burgers: range of 'nu' must be a number or a \(low, high\) pair of numbers, got bool True"),
-        (lambda: pde.Burgers(ranges={"nu": (False, 0.1)}), TypeError, r"range of 'nu' must be a number or a \(low, high\) pair of numbers, got bool False"),
-        (lambda: pde.Burgers(ranges={"nu": "0.1"}), TypeError, r"range of 'nu' must be a number or a \(low, high\) pair of numbers, got '0.1'"),
-        (lambda: pde.Burgers(ranges={"nu": (0.1, 0.2, 0.3)}), TypeError, r"range of 'nu' must be a number or a \(low, high\) pair"),
+        (
+            lambda: pde.Burgers(ranges={"nu": True}),
+            TypeError,
+            r"Burgers: range of 'nu' must be a number or a \(low, high\) pair of numbers, got bool True",
+        ),
+        (
+            lambda: pde.Burgers(ranges={"nu": (False, 0.1)}),
+            TypeError,
+            r"range of 'nu' must be a number or a \(low, high\) pair of numbers, got bool False",
+        ),
+        (
+            lambda: pde.Burgers(ranges={"nu": "0.1"}),
+            TypeError,
+            r"range of 'nu' must be a number or a \(low, high\) pair of numbers, got '0.1'",
+        ),
+        (
+            lambda: pde.Burgers(ranges={"nu": (0.1, 0.2, 0.3)}),
+            TypeError,
+            r"range of 'nu' must be a number or a \(low, high\) pair",
+        ),
         (lambda: pde.Burgers(ranges=[("nu", 0.1)]), TypeError, "ranges must map coefficient names"),
         # simulate: a positive step (no running the heat equation backwards), int counts, every coefficient a number
         (_sim(dt=0), ValueError, r"simulate: dt must be a positive number, got 0"),
@@ -210,15 +262,43 @@ def _sim(**kw):
         (_sim(steps=2.0), TypeError, r"simulate: steps must be an int >= 0, got float 2.0"),
         (_sim(save_every=0), ValueError, r"simulate: save_every must be an int >= 1, got 0"),
         (_sim(length=0), ValueError, r"simulate: length must be a positive number, got 0"),
-        (_sim(coefficients={"nu": True}), TypeError, r"simulate: coefficient 'nu' must be a number or a \(1,\) tensor, got bool True"),
-        (_sim(coefficients={"nu": torch.tensor([True])}), TypeError, r"simulate: coefficient 'nu' must be real numbers, got a torch.bool tensor"),
-        (_sim(coefficients={"nu": torch.ones(3)}), ValueError, r"simulate: coefficient 'nu' must have shape \(\) or \(1,\) \(the batch\), got \(3,\)"),
-        (_sim(coefficients={}), ValueError, r"simulate: coefficients of diffusion must be \['nu'\]; missing \['nu'\], unknown \[\]"),
+        (
+            _sim(coefficients={"nu": True}),
+            TypeError,
+            r"simulate: coefficient 'nu' must be a number or a \(1,\) tensor, got bool True",
+        ),
+        (
+            _sim(coefficients={"nu": torch.tensor([True])}),
+            TypeError,
+            r"simulate: coefficient 'nu' must be real numbers, got a torch.bool tensor",
+        ),
+        (
+            _sim(coefficients={"nu": torch.ones(3)}),
+            ValueError,
+            r"simulate: coefficient 'nu' must have shape \(\) or \(1,\) \(the batch\), got \(3,\)",
+        ),
+        (
+            _sim(coefficients={}),
+            ValueError,
+            r"simulate: coefficients of diffusion must be \['nu'\]; missing \['nu'\], unknown \[\]",
+        ),
         (_sim(coefficients={"nu": 0.1, "mu": 0.1}), ValueError, r"missing \[\], unknown \['mu'\]"),
         (_sim(coefficients={"nu": float("inf")}), ValueError, r"simulate: coefficient 'nu' must be finite"),
-        (lambda: pde.simulate("burgers", torch.zeros(1, 1, 8, 8), {"nu": torch.ones(1)}, dt=0.1, steps=1), ValueError, "burgers has 2 fields in 2D, u0 has 1"),
-        (lambda: pde.simulate("diffusion", [[0.0] * 8], {"nu": 0.1}, dt=0.1, steps=1), TypeError, "simulate: u0 must be a tensor"),
-        (lambda: pde.evolve("diffusion", torch.zeros(1, 1, 8), {"nu": 0.1}, frames=0), ValueError, r"evolve: frames must be an int >= 1, got 0"),
+        (
+            lambda: pde.simulate("burgers", torch.zeros(1, 1, 8, 8), {"nu": torch.ones(1)}, dt=0.1, steps=1),
+            ValueError,
+            "burgers has 2 fields in 2D, u0 has 1",
+        ),
+        (
+            lambda: pde.simulate("diffusion", [[0.0] * 8], {"nu": 0.1}, dt=0.1, steps=1),
+            TypeError,
+            "simulate: u0 must be a tensor",
+        ),
+        (
+            lambda: pde.evolve("diffusion", torch.zeros(1, 1, 8), {"nu": 0.1}, frames=0),
+            ValueError,
+            r"evolve: frames must be an int >= 1, got 0",
+        ),
     ],
 )
 def test_bad_input_is_named(call, error, match):
@@ -287,8 +367,12 @@ def test_kolmogorov_flow_relaxes_exactly_to_its_laminar_state():
     The linear part is integrated exactly and ETDRK4 is exact for a constant N (f1 + 4 f2 + f3 =
     (e^z - 1) / L), so both the fixed step and the step rule agree to rounding (1e-13 of |w|)."""
     n, N = 4, 32
-    c = {"nu": torch.tensor([0.002, 0.01, 0.005], dtype=F64), "drag": torch.tensor([0.05, 0.15, 0.1], dtype=F64),
-         "forcing": torch.tensor([1.5, 0.5, 1.0], dtype=F64), "wavenumber": 4.0}
+    c = {
+        "nu": torch.tensor([0.002, 0.01, 0.005], dtype=F64),
+        "drag": torch.tensor([0.05, 0.15, 0.1], dtype=F64),
+        "forcing": torch.tensor([1.5, 0.5, 1.0], dtype=F64),
+        "wavenumber": 4.0,
+    }
     rate = c["nu"] * n**2 + c["drag"]
     b_star = -n * c["forcing"] / rate
     b0 = torch.tensor([2.0, -1.0, 0.0], dtype=F64)
@@ -369,7 +453,21 @@ def test_etdrk4_is_stable_below_the_bound_the_step_rule_uses():
 
 
 def test_substeps_are_powers_of_two_and_three_times_powers_of_two():
-    assert [pde.substeps(x) for x in (0, 0.3, 1, 1.01, 2, 2.5, 3, 3.2, 5, 7, 11.9, 12.1, 17)] == [1, 1, 1, 2, 2, 3, 3, 4, 6, 8, 12, 16, 24]
+    assert [pde.substeps(x) for x in (0, 0.3, 1, 1.01, 2, 2.5, 3, 3.2, 5, 7, 11.9, 12.1, 17)] == [
+        1,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        6,
+        8,
+        12,
+        16,
+        24,
+    ]
     assert pde.substeps(float("nan")) == 1 and pde.substeps(1e9) == pde.MAX_SUBSTEPS
 
 
@@ -391,8 +489,9 @@ def test_linear_systems_take_one_exact_step_per_frame():
     u_k(t) = exp(L(k) t) u_k(0) of the first frame."""
     for name, shape in (("diffusion", (32, 32)), ("advection_diffusion", (64,)), ("advection_diffusion", (16, 16))):
         sys = pde.get_system(name)
-        tr = pde.generate(sys, batch=3, shape=shape, frames=5, generator=torch.Generator().manual_seed(8), dtype=F64,
-                          interval=2.0)
+        tr = pde.generate(
+            sys, batch=3, shape=shape, frames=5, generator=torch.Generator().manual_seed(8), dtype=F64, interval=2.0
+        )
         assert tr.steps == 4 and tr.dt == 2.0 and tr.cfl == 0
         grid = pde.SpectralGrid(shape, sys.length, dtype=F64)
         lin = sys.linear(grid, tr.coefficients)
@@ -455,8 +554,16 @@ def _energy_above_cutoff(u, grid):
     return ((u_hat - kept).abs().square().sum() / u_hat.abs().square().sum()).item()
 
 
-@pytest.mark.parametrize("name, shape", [("burgers", (32, 32)), ("kuramoto_sivashinsky", (64,)), ("gray_scott", (32, 32)),
-                                         ("navier_stokes", (32, 32)), ("diffusion", (8, 8, 8))])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("burgers", (32, 32)),
+        ("kuramoto_sivashinsky", (64,)),
+        ("gray_scott", (32, 32)),
+        ("navier_stokes", (32, 32)),
+        ("diffusion", (8, 8, 8)),
+    ],
+)
 def test_initial_states_are_band_limited_before_the_first_step(name, shape):
     """The random initial fields put part of their fluctuation energy above the dealiasing cut-off
     (on 64 draws each: 1e-5 to 4e-3 for Kuramoto-Sivashinsky on 64 points, 1e-3 to 0.1 for the 2D

@@ -13,8 +13,19 @@ from physfm.nn.pdefm import PDEFM, FiLM, SpectralToken, matched_transformer_hidd
 
 def _model(systems=None, **kw) -> PDEFM:
     torch.manual_seed(0)
-    kw = {"width": 4, "dim": 8, "patch": 4, "spectral_modes": 2, "layers": 1, "d_state": 4, "decoder_width": 4,
-          "decoder_modes": 4, "embed": 4, "n_coefficients": 3, **kw}
+    kw = {
+        "width": 4,
+        "dim": 8,
+        "patch": 4,
+        "spectral_modes": 2,
+        "layers": 1,
+        "d_state": 4,
+        "decoder_width": 4,
+        "decoder_modes": 4,
+        "embed": 4,
+        "n_coefficients": 3,
+        **kw,
+    }
     return PDEFM(systems or {"one": 1, "two": 2, "three": 3}, **kw)
 
 
@@ -105,7 +116,7 @@ def test_runs_for_one_two_and_three_fields(system, fields):
     coef = torch.randn(2, 2) if system else None
     y = model(x, system, coef, torch.tensor([0.5, 1.0]))
     assert y.shape == x.shape
-    torch.testing.assert_close(y, x)                     # untrained: persistence
+    torch.testing.assert_close(y, x)  # untrained: persistence
     y = _perturbed(model)(x, system, coef, 0.5)
     assert y.shape == x.shape and torch.isfinite(y).all() and not torch.allclose(y, x)
 

@@ -99,7 +99,9 @@ def test_gpu_keeps_the_paper_profiles_shape(chapter):
     if "systems" in paper:
         assert _names(gpu["systems"]) == _names(paper["systems"]), f"{chapter}: gpu and paper train on other systems"
     if "map" in paper:
-        assert set(gpu["map"]) == set(paper["map"]), f"{chapter}: gpu maps the axes {sorted(gpu['map'])}, paper {sorted(paper['map'])}"
+        assert set(gpu["map"]) == set(paper["map"]), (
+            f"{chapter}: gpu maps the axes {sorted(gpu['map'])}, paper {sorted(paper['map'])}"
+        )
         assert all(gpu["map"].values()), f"{chapter}: a gpu map axis without points"
     if "focus" in paper:
         assert set(gpu["focus"]) == set(paper["focus"]), f"{chapter}: gpu and paper focus on other axes"
@@ -149,7 +151,8 @@ def test_the_gpu_estimate_is_of_these_presets_within_budget_and_shown_in_the_doc
     estimate = json.loads((ROOT / "benchmarks" / "gpu_budget.json").read_text())
     assert estimate["presets_digest"] == budget.presets_digest(estimate["chapters"]), (
         "the gpu or paper presets changed since benchmarks/gpu_budget.json was made: "
-        "run PYTHONPATH=src python benchmarks/gpu_budget.py and update the tables in README.md and book/running.md")
+        "run PYTHONPATH=src python benchmarks/gpu_budget.py and update the tables in README.md and book/running.md"
+    )
     for chapter, row in estimate["chapters"].items():
         assert row["gpu"]["minutes"] <= budget.BUDGET_MIN, f"{chapter}: {row['gpu']['minutes']:.1f} min at gpu"
         assert row["gpu"]["peak_gb"] <= 40, f"{chapter}: {row['gpu']['peak_gb']:.1f} GB at gpu"

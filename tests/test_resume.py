@@ -35,8 +35,21 @@ TIMING_ATTRS = {"seconds", "generation_seconds", "date"}
 
 
 def _command(runs: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "physfm.training", "run", "pdefm", "-f", str(PARAMS), *OVERRIDES,
-            "--runs", str(runs), "--results", str(out), "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "physfm.training",
+        "run",
+        "pdefm",
+        "-f",
+        str(PARAMS),
+        *OVERRIDES,
+        "--runs",
+        str(runs),
+        "--results",
+        str(out),
+        "--quiet",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -73,8 +86,9 @@ def _kill_mid_way(cmd: list[str], runs: Path) -> tuple[list[str], list[str]]:
                 # what the folder holds now that the process is gone (a job may have ended meanwhile)
                 finished = sorted(p.name for p in runs.glob("*/*.nc"))
                 started = sorted(p.name for p in runs.glob("*/*.ckpt.pt"))
-                assert set(_job(f) for f in started) - set(_job(f) for f in finished), \
+                assert set(_job(f) for f in started) - set(_job(f) for f in finished), (
                     "killed just as the running job ended: no job was left mid-way"
+                )
                 return finished, started
             if proc.poll() is not None:
                 pytest.fail(f"the run ended (status {proc.returncode}) before it could be killed mid-way")
@@ -122,8 +136,15 @@ def test_two_ranks_share_out_the_jobs_and_give_the_one_process_result(tmp_path, 
     jobs on its own (``jobs[rank::2]``), rank 0 saves the gathered result, and it equals the
     result of one process: a job's numbers do not depend on the rank that ran it."""
     out = tmp_path / "two-ranks.nc"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           *_command(tmp_path / "runs", out)[2:]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        *_command(tmp_path / "runs", out)[2:],
+    ]
     log = _run(cmd)
     shares = dict(re.findall(r"rank (\d) of 2 runs \d of 3 jobs: ([^\n]*)", log))
     assert sorted(shares) == ["0", "1"], log

@@ -53,7 +53,7 @@ def test_fast_equals_reference_float32(chunk):
     y, g = _value_and_grads(lambda *a: selective_scan(*a, chunk=chunk), args)
     _close(y, y_ref, 1e-5, "y")
     for name, got, want in zip(NAMES, g, g_ref):
-        scale = want.abs().max().clamp(min=1.0)   # gradients summed over time are O(10)
+        scale = want.abs().max().clamp(min=1.0)  # gradients summed over time are O(10)
         _close(got / scale, want / scale, 1e-5, f"d{name}")
 
 
@@ -109,7 +109,7 @@ def test_equals_mambapy(dtype, tol, L):
 def test_mamba_block_equals_mambapy_with_the_same_weights():
     torch.manual_seed(0)
     theirs = MambaBlock(MambaConfig(d_model=8, n_layers=1, d_state=4, expand_factor=2, d_conv=3)).double()
-    with torch.no_grad():   # large steps and no skip, so that the scan dominates the output
+    with torch.no_grad():  # large steps and no skip, so that the scan dominates the output
         theirs.dt_proj.bias.uniform_(0.0, 1.0)
         theirs.D.zero_()
     ours = Mamba(8, d_state=4, d_conv=3, expand=2).double()
@@ -124,8 +124,9 @@ def test_mamba_block_equals_mambapy_with_the_same_weights():
     y_ours.square().sum().backward()
     theirs_params = dict(theirs.named_parameters())
     for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, theirs_params[name].grad, rtol=1e-5, atol=1e-9,
-                                   msg=lambda m, name=name: f"gradient of {name}: {m}")
+        torch.testing.assert_close(
+            p.grad, theirs_params[name].grad, rtol=1e-5, atol=1e-9, msg=lambda m, name=name: f"gradient of {name}: {m}"
+        )
 
 
 def test_mamba_stack_equals_mambapy_with_the_same_weights():
@@ -138,7 +139,7 @@ def test_mamba_stack_equals_mambapy_with_the_same_weights():
     ours = MambaStack(8, 2, d_state=4, d_conv=4).double()
     ours.load_state_dict(theirs.state_dict())
     u = torch.randn(3, 10, 8, dtype=torch.float64)
-    torch.testing.assert_close(ours(u), theirs(u), rtol=1e-5, atol=1e-9)   # float32 A inside mamba.py
+    torch.testing.assert_close(ours(u), theirs(u), rtol=1e-5, atol=1e-9)  # float32 A inside mamba.py
 
 
 def test_lti_block_has_input_independent_parameters():
@@ -161,7 +162,7 @@ def test_scan_is_causal(chunk):
     y = selective_scan(*args, chunk=chunk)
     for t in range(11):
         changed = [a.clone() for a in args]
-        for i in (0, 1, 3, 4, 6):             # x, delta, B, C, z carry time
+        for i in (0, 1, 3, 4, 6):  # x, delta, B, C, z carry time
             changed[i][..., t + 1 :] += torch.rand_like(changed[i][..., t + 1 :])
         y2 = selective_scan(*changed, chunk=chunk)
         torch.testing.assert_close(y2[..., : t + 1], y[..., : t + 1], rtol=0, atol=0)
@@ -210,7 +211,7 @@ def test_results_do_not_alias_the_workspace():
     small = _inputs(b=2, d=3, L=9, seed=1)
     y_small, g_small = _value_and_grads(selective_scan, small)
     kept = [t.clone() for t in (y_small, *g_small)]
-    _value_and_grads(selective_scan, big)                        # reuses (and grows) the buffers
+    _value_and_grads(selective_scan, big)  # reuses (and grows) the buffers
     _value_and_grads(selective_scan, [a.float().detach().requires_grad_() for a in small])
     for before, after in zip(kept, (y_small, *g_small)):
         assert torch.equal(before, after)
@@ -245,9 +246,17 @@ def test_fast_equals_reference_on_cuda():
 
 
 @pytest.mark.parametrize("fn", [selective_scan, selective_scan_ref])
-@pytest.mark.parametrize("name, shape", [
-    ("delta", (2, 3, 8)), ("A", (4, 4)), ("B", (2, 4, 8)), ("C", (2, 5, 9)), ("D", (4,)), ("z", (2, 3, 10)),
-])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("delta", (2, 3, 8)),
+        ("A", (4, 4)),
+        ("B", (2, 4, 8)),
+        ("C", (2, 5, 9)),
+        ("D", (4,)),
+        ("z", (2, 3, 10)),
+    ],
+)
 def test_shape_mismatch_names_the_argument(fn, name, shape):
     args = dict(zip(NAMES, [a.detach() for a in _inputs()]))
     args[name] = torch.zeros(shape, dtype=torch.float64)

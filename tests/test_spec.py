@@ -22,22 +22,27 @@ def test_a_spec_from_every_form_of_parameters():
 
 
 def test_generate_applies_the_spec():
-    tr = SystemSpec("diffusion", ranges={"nu": 0.01}, interval=0.25).generate(3, (16,), 4, generator=torch.Generator().manual_seed(0))
+    tr = SystemSpec("diffusion", ranges={"nu": 0.01}, interval=0.25).generate(
+        3, (16,), 4, generator=torch.Generator().manual_seed(0)
+    )
     assert tr.data.shape == (3, 1, 4, 16) and tr.interval == pytest.approx(0.25)
     torch.testing.assert_close(tr.coefficients["nu"], torch.full((3,), 0.01, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: SystemSpec("plasma"), ValueError, "unknown system 'plasma'"),
-    (lambda: SystemSpec("burgers", ranges={"mu": (1, 2)}), ValueError, "unknown coefficient 'mu'"),
-    (lambda: SystemSpec("burgers", interval=0), ValueError, "interval must be > 0"),
-    (lambda: SystemSpec("burgers", warmup=-1.0), ValueError, "warmup must be >= 0"),
-    (lambda: SystemSpec("burgers", length=True), TypeError, "length must be a number"),
-    (lambda: SystemSpec.of({"name": "burgers", "viscosity": 1}), ValueError, "unknown options"),
-    (lambda: SystemSpec.of(3), TypeError, "want a system name"),
-    (lambda: specs([]), ValueError, "at least one system"),
-    (lambda: specs(["burgers", "burgers"]), ValueError, "name a system twice"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: SystemSpec("plasma"), ValueError, "unknown system 'plasma'"),
+        (lambda: SystemSpec("burgers", ranges={"mu": (1, 2)}), ValueError, "unknown coefficient 'mu'"),
+        (lambda: SystemSpec("burgers", interval=0), ValueError, "interval must be > 0"),
+        (lambda: SystemSpec("burgers", warmup=-1.0), ValueError, "warmup must be >= 0"),
+        (lambda: SystemSpec("burgers", length=True), TypeError, "length must be a number"),
+        (lambda: SystemSpec.of({"name": "burgers", "viscosity": 1}), ValueError, "unknown options"),
+        (lambda: SystemSpec.of(3), TypeError, "want a system name"),
+        (lambda: specs([]), ValueError, "at least one system"),
+        (lambda: specs(["burgers", "burgers"]), ValueError, "name a system twice"),
+    ],
+)
 def test_bad_specs_are_named(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -62,7 +62,9 @@ def test_grf_is_normalised_seeded_and_smoother_with_slope():
 
 
 def test_grf_spectrum_follows_the_slope():
-    f = spectral.gaussian_random_field((256,), batch=256, slope=3.0, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    f = spectral.gaussian_random_field(
+        (256,), batch=256, slope=3.0, generator=torch.Generator().manual_seed(6), dtype=torch.float64
+    )
     m, e = spectral.radial_spectrum(f, n_spatial=1)
     e = e.mean(0)
     fit = np.polyfit(np.log(m[2:64].numpy()), np.log(e[2:64].numpy()), 1)[0]
@@ -95,7 +97,10 @@ def test_autocorrelation_is_one_at_zero_lag():
         (lambda: spectral.wavenumbers((4, 4, 4, 4)), "1 to 3 spatial sizes"),
         (lambda: spectral.wavenumbers((8, 8), lengths=(1.0,)), "lengths must be 2 positive numbers"),
         (lambda: spectral.gaussian_random_field((8, 8), batch=0), "batch must be >= 1"),
-        (lambda: spectral.gaussian_random_field((8, 8), batch=2, slope=torch.ones(3)), r"slope must be a number or have shape \(2,\)"),
+        (
+            lambda: spectral.gaussian_random_field((8, 8), batch=2, slope=torch.ones(3)),
+            r"slope must be a number or have shape \(2,\)",
+        ),
         (lambda: spectral.filter_bands(torch.randn(8), ("lowest",), n_spatial=1), "unknown bands"),
     ],
 )

@@ -141,9 +141,15 @@ def test_window_stream_yields_consecutive_frames():
         (lambda: _crops(refresh=1.5), "refresh must be a fraction"),
         (lambda: streams.CropStream(["plasma"], shape=(8, 8), frames=2, crop=(1, 4, 4)), "unknown system 'plasma'"),
         (lambda: streams.CropStream(["navier_stokes"], shape=(8, 8, 8), frames=2, crop=(1, 4, 4, 4)), "not 3"),
-        (lambda: streams.WindowStream("burgers", shape=(8,), frames=2, window=3), "window=3 at stride 1 spans 3 frames; it must be between 1 and frames=2"),
+        (
+            lambda: streams.WindowStream("burgers", shape=(8,), frames=2, window=3),
+            "window=3 at stride 1 spans 3 frames; it must be between 1 and frames=2",
+        ),
         (lambda: streams.CropStream({"burgers": {"viscosity": 1}}, shape=(8,), frames=2, crop=(1, 4)), "unknown options"),
-        (lambda: streams.CropStream({"burgers": {"ranges": {"mu": (1, 2)}}}, shape=(8,), frames=2, crop=(1, 4)), "unknown coefficient 'mu'"),
+        (
+            lambda: streams.CropStream({"burgers": {"ranges": {"mu": (1, 2)}}}, shape=(8,), frames=2, crop=(1, 4)),
+            "unknown coefficient 'mu'",
+        ),
         (lambda: streams.WindowStream("burgers", shape=(8,), frames=5, window=3, strides=(3,)), "spans 7 frames"),
         (lambda: streams.held_out_windows("burgers", shape=(8,), frames=5, window=6, n=2), "window=6 must be between"),
     ],
@@ -154,8 +160,16 @@ def test_bad_input_is_named(call, match):
 
 
 def test_strided_windows_with_metadata():
-    s = streams.WindowStream({"name": "advection_diffusion", "interval": 0.5}, shape=(16,), frames=7, window=3,
-                             strides=(1, 3), size=2, chunk=2, meta=True)
+    s = streams.WindowStream(
+        {"name": "advection_diffusion", "interval": 0.5},
+        shape=(16,),
+        frames=7,
+        window=3,
+        strides=(1, 3),
+        size=2,
+        chunk=2,
+        meta=True,
+    )
     seen = set()
     for _ in range(20):
         x, coef, dt = s.sample()

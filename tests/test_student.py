@@ -50,8 +50,11 @@ def test_clear_solution_is_nbgraders(source):
 
 
 def test_markers_are_checked():
-    for bad in ("### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
-                "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n### END SOLUTION"):
+    for bad in (
+        "### BEGIN SOLUTION\nx = 1",
+        "x = 1\n### END SOLUTION",
+        "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n### END SOLUTION",
+    ):
         with pytest.raises(ValueError, match="SOLUTION"):
             student.clear_solution(bad, "cell 'x'")
     with pytest.raises(ValueError, match="HIDDEN TESTS"):
@@ -94,20 +97,35 @@ def test_instructor_notebook_marks_cells_for_nbgrader():
     MetadataValidator().validate_nb(source)  # nbgrader accepts the metadata
     meta = {c.id: c.metadata.get("nbgrader") for c in source.cells}
     assert meta["good-03"] == {"grade": False, "grade_id": "good-03", "locked": False, "schema_version": 3, "solution": True}
-    assert meta["good-04"] == {"grade": True, "grade_id": "good-04", "locked": True, "points": 2.0,
-                               "schema_version": 3, "solution": False}
+    assert meta["good-04"] == {
+        "grade": True,
+        "grade_id": "good-04",
+        "locked": True,
+        "points": 2.0,
+        "schema_version": 3,
+        "solution": False,
+    }
     assert meta["good-01"] is None  # other cells are left alone
     assert nb.cells[3].metadata.get("nbgrader") is None, "the chapter itself is not modified"
 
 
 def test_written_solutions_become_answer_cells():
-    md = _cell("````{exercise}\n:label: ex-w\nWhy?\n````\n\n````{solution} ex-w\n:class: dropdown\nBecause.\n````",
-               cell_type="markdown", cell_id="m1")
+    md = _cell(
+        "````{exercise}\n:label: ex-w\nWhy?\n````\n\n````{solution} ex-w\n:class: dropdown\nBecause.\n````",
+        cell_type="markdown",
+        cell_id="m1",
+    )
     source = student.instructor_notebook(_notebook(md))
     MetadataValidator().validate_nb(source)
     assert [c.source for c in source.cells] == ["**Exercise** (ex-w)\n\nWhy?", "Because."]
-    assert source.cells[1].metadata["nbgrader"] == {"grade": True, "grade_id": "ex-w-answer", "locked": False,
-                                                    "points": 1.0, "schema_version": 3, "solution": True}
+    assert source.cells[1].metadata["nbgrader"] == {
+        "grade": True,
+        "grade_id": "ex-w-answer",
+        "locked": False,
+        "points": 1.0,
+        "schema_version": 3,
+        "solution": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -142,7 +160,7 @@ def test_student_config():
 @pytest.mark.slow
 def test_stub_fails_its_checks_and_the_solution_passes(tmp_path):
     """nbgrader generates the student notebook; its validator runs both versions."""
-    (source, release), = student.write_course([FIXTURE], tmp_path / "course").values()
+    ((source, release),) = student.write_course([FIXTURE], tmp_path / "course").values()
     assert source == tmp_path / "course" / "source" / "captioned" / "captioned.ipynb"
     handed_out = nbformat.read(str(release), as_version=4)
     text = {c.id: c.source for c in handed_out.cells}
@@ -176,8 +194,9 @@ def _exercises_alone(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def test_every_chapter_with_a_code_exercise_is_checked():
-    with_exercises = {p.stem for p in CHAPTERS
-                      if any(student.role(c) == "exercise" for c in nbformat.read(str(p), as_version=4).cells)}
+    with_exercises = {
+        p.stem for p in CHAPTERS if any(student.role(c) == "exercise" for c in nbformat.read(str(p), as_version=4).cells)
+    }
     assert set(EXERCISE_CHAPTERS) <= with_exercises, f"no code exercise in {sorted(set(EXERCISE_CHAPTERS) - with_exercises)}"
     assert with_exercises <= set(EXERCISE_CHAPTERS), f"add {sorted(with_exercises - set(EXERCISE_CHAPTERS))} to EXERCISE_CHAPTERS"
 

@@ -73,8 +73,10 @@ def test_check_fails_on_the_stub_and_passes_on_the_solution(course, name, tmp_pa
     handed_out = {c.id: c for c in nbformat.read(str(release), as_version=4).cells}
     assert "raise NotImplementedError()" in handed_out[exercise].source
     assert student.SOLUTION_BEGIN not in handed_out[exercise].source
-    assert student.clear_solution(_chapter(name).cells[[c.id for c in _chapter(name).cells].index(exercise)].source) \
-        == handed_out[exercise].source, "the student gets nbgrader's stub of the solution"
+    assert (
+        student.clear_solution(_chapter(name).cells[[c.id for c in _chapter(name).cells].index(exercise)].source)
+        == handed_out[exercise].source
+    ), "the student gets nbgrader's stub of the solution"
     grading = handed_out[check].metadata["nbgrader"]
     assert grading["grade"] and grading["locked"] and grading["points"] >= 1
     ids = [*setup, exercise, check]

@@ -126,10 +126,16 @@ def test_chunked_encoding_and_decoding_equal_a_full_pass(time_stride):
         torch.testing.assert_close(tok.decode_chunks(full, 5, 2, time_stride), decoded, rtol=1e-5, atol=1e-5)
         if time_stride > 1:  # a sequence that ends inside a group of frames
             short = decoded.shape[2] + time_stride - 1
-            torch.testing.assert_close(tok.decode_chunks(full, 5, 2, time_stride, frames=short),
-                                       tok.decode(full, 2, time_stride, frames=short), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                tok.decode_chunks(full, 5, 2, time_stride, frames=short),
+                tok.decode(full, 2, time_stride, frames=short),
+                rtol=1e-5,
+                atol=1e-5,
+            )
         # naive pieces without context do not equal it: the temporal convolutions look back
-        naive = torch.cat([full[:, :, :4], tok.encode(x[:, :, 4 * time_stride : 8 * time_stride + 1], 2, time_stride)[:, :, 1:]], 2)
+        naive = torch.cat(
+            [full[:, :, :4], tok.encode(x[:, :, 4 * time_stride : 8 * time_stride + 1], 2, time_stride)[:, :, 1:]], 2
+        )
     assert (naive - full[:, :, : naive.shape[2]]).abs().max() > 1e-3
 
 

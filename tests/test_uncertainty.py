@@ -10,9 +10,11 @@ from physfm.eval.uncertainty import paired_reduction
 
 def _errors(effect: float, seed: int, seeds: int = 3, windows: int = 32):
     rng = np.random.default_rng(seed)
-    window_difficulty = rng.lognormal(0, 0.3, size=windows)   # shared by both arms: the pairing
+    window_difficulty = rng.lognormal(0, 0.3, size=windows)  # shared by both arms: the pairing
     base = window_difficulty * rng.lognormal(0, 0.05, size=(seeds, 1)) * rng.lognormal(0, 0.05, size=(seeds, windows))
-    arm = (1 - effect) * window_difficulty * rng.lognormal(0, 0.05, size=(seeds, 1)) * rng.lognormal(0, 0.05, size=(seeds, windows))
+    arm = (
+        (1 - effect) * window_difficulty * rng.lognormal(0, 0.05, size=(seeds, 1)) * rng.lognormal(0, 0.05, size=(seeds, windows))
+    )
     return arm, base
 
 

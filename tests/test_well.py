@@ -34,8 +34,15 @@ def _mixed(seed: int = 0) -> Trajectories:
     """A scalar field and a vector field together (random values: a layout test, not physics)."""
     g = torch.Generator().manual_seed(seed)
     data = torch.randn(5, 3, 6, 12, 10, generator=g) * torch.tensor([2.0, 0.5, 1.5]).view(1, 3, 1, 1, 1) + 1.0
-    return Trajectories(data=data, coefficients={"gamma": torch.rand(5, generator=g, dtype=torch.float64)},
-                        system="euler_like", fields=("rho", "mx", "my"), dt=0.1, interval=0.2, length=1.0)
+    return Trajectories(
+        data=data,
+        coefficients={"gamma": torch.rand(5, generator=g, dtype=torch.float64)},
+        system="euler_like",
+        fields=("rho", "mx", "my"),
+        dt=0.1,
+        interval=0.2,
+        length=1.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +62,15 @@ def datasets(tmp_path_factory):
 def _theirs(path, split, **kw) -> WellDataset:
     norm = kw.pop("normalization", None)
     stride = kw.pop("time_stride", 1)
-    return WellDataset(path=str(path), well_split_name=split, use_normalization=norm is not None,
-                       normalization_type=WELL_NORMALISATION[norm], min_dt_stride=stride, max_dt_stride=stride, **kw)
+    return WellDataset(
+        path=str(path),
+        well_split_name=split,
+        use_normalization=norm is not None,
+        normalization_type=WELL_NORMALISATION[norm],
+        min_dt_stride=stride,
+        max_dt_stride=stride,
+        **kw,
+    )
 
 
 def _assert_same_windows(ours: well.WellWindows, theirs: WellDataset) -> None:
@@ -353,11 +367,16 @@ def _edit(path, edit, *, keep_digest=False):
     "edit, message",
     [
         (lambda f: f.__delitem__("t1_fields"), r"/ has no member 't1_fields' \(expected a group of vector fields\)"),
-        (lambda f: f["t1_fields/velocity"].attrs.__delitem__("time_varying"), r"/t1_fields/velocity has no attribute 'time_varying'"),
+        (
+            lambda f: f["t1_fields/velocity"].attrs.__delitem__("time_varying"),
+            r"/t1_fields/velocity has no attribute 'time_varying'",
+        ),
         (lambda f: f.attrs.__delitem__("n_trajectories"), r"/ has no attribute 'n_trajectories'"),
         (lambda f: f["boundary_conditions/x_periodic"].attrs.__setitem__("bc_type", "REFLECTIVE"), "bc_type 'REFLECTIVE'"),
-        (lambda f: _replace(f["t1_fields"], "velocity", np.zeros((2, 8, 16, 16))),
-         r"/t1_fields/velocity has shape \(2, 8, 16, 16\), expected \(2, 8, 16, 16, 2\) = \(n_trajectories, time, x, y, component\)"),
+        (
+            lambda f: _replace(f["t1_fields"], "velocity", np.zeros((2, 8, 16, 16))),
+            r"/t1_fields/velocity has shape \(2, 8, 16, 16\), expected \(2, 8, 16, 16, 2\) = \(n_trajectories, time, x, y, component\)",
+        ),
         (lambda f: f["t1_fields/velocity"].attrs.__setitem__("dim_varying", [True]), "dim_varying has 1 flags, expected 2"),
     ],
     ids=["missing group", "missing attribute", "missing root attribute", "unknown boundary", "wrong rank", "bad dim_varying"],
@@ -377,11 +396,14 @@ def test_edited_metadata_breaks_the_digest(copy):
         well.WellWindows(path)
 
 
-@pytest.mark.parametrize("key, field, value, message", [
-    ("mean", "velocity", None, r"no 'mean' for field 'velocity'"),
-    ("std", "velocity", 1.0, r"'std' of field 'velocity' has shape \(\), expected \(2,\)"),
-    ("std", "velocity", [float("nan"), 1.0], r"'std' of field 'velocity' is not finite"),
-])
+@pytest.mark.parametrize(
+    "key, field, value, message",
+    [
+        ("mean", "velocity", None, r"no 'mean' for field 'velocity'"),
+        ("std", "velocity", 1.0, r"'std' of field 'velocity' has shape \(\), expected \(2,\)"),
+        ("std", "velocity", [float("nan"), 1.0], r"'std' of field 'velocity' is not finite"),
+    ],
+)
 def test_stats_errors(copy, key, field, value, message):
     path, _ = copy
     stats = yaml.safe_load((path / "stats.yaml").read_text())
@@ -426,7 +448,12 @@ def test_flipped_bytes_never_yield_wrong_windows(copy):
 
     def read():
         ours = well.WellWindows(path, n_steps_input=4, n_steps_output=4)  # 2 x 1 windows: every frame of the file
-        return ours.batch(range(len(ours))), ours.field_names, ours.boundary_conditions, [ours.scalars(i) for i in range(len(ours))]
+        return (
+            ours.batch(range(len(ours))),
+            ours.field_names,
+            ours.boundary_conditions,
+            [ours.scalars(i) for i in range(len(ours))],
+        )
 
     expected = read()
     with h5py.File(first, "r") as f:
@@ -475,9 +502,15 @@ def _ramp(n: int = 6, frames: int = 7, shape=(10, 12), seed: int = 0) -> Traject
     b, f, t, i, j = torch.meshgrid(*(torch.arange(s, dtype=torch.float64) for s in (n, 2, frames, *shape)), indexing="ij")
     data = 1000 * f + 100 * b + 10 * t + i + j / 100
     g = torch.Generator().manual_seed(seed)
-    return Trajectories(data=data.float(), coefficients={"a": torch.rand(n, generator=g, dtype=torch.float64),
-                                                         "b": torch.full((n,), 2.0, dtype=torch.float64)},
-                        system="ramp", fields=("p", "q"), dt=0.05, interval=0.25, length=1.0)
+    return Trajectories(
+        data=data.float(),
+        coefficients={"a": torch.rand(n, generator=g, dtype=torch.float64), "b": torch.full((n,), 2.0, dtype=torch.float64)},
+        system="ramp",
+        fields=("p", "q"),
+        dt=0.05,
+        interval=0.25,
+        length=1.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -491,7 +524,10 @@ def walled_sets(tmp_path_factory):
 
 
 def test_write_well_records_walls_and_open_sides(walled_sets, tmp_path):
-    assert well.WellWindows(walled_sets["ramp"], "train").boundary_conditions == {"x": ("wall", "wall"), "y": ("periodic", "periodic")}
+    assert well.WellWindows(walled_sets["ramp"], "train").boundary_conditions == {
+        "x": ("wall", "wall"),
+        "y": ("periodic", "periodic"),
+    }
     heat = well.WellWindows(walled_sets["heat"], "train")  # from the trajectories' own meta["boundaries"]
     assert heat.boundary_conditions == {"x": ("wall", "wall"), "y": ("open", "open")}
     mixed = well.write_well(_ramp(), tmp_path / "mixed", boundaries={"x": ("wall", "open"), "y": ("open", "wall")})
@@ -507,12 +543,15 @@ def test_write_well_records_walls_and_open_sides(walled_sets, tmp_path):
         _assert_same_windows(ours, _theirs(path, "train"))
 
 
-@pytest.mark.parametrize("boundaries, message", [
-    ({"w": "wall"}, "must map spatial axes among"),
-    ({"x": "sticky"}, r"boundaries\['x'\] must be a condition"),
-    ({"x": ("periodic", "wall")}, "periodic on both sides or neither"),
-    ({"x": ("wall",)}, r"boundaries\['x'\]"),
-])
+@pytest.mark.parametrize(
+    "boundaries, message",
+    [
+        ({"w": "wall"}, "must map spatial axes among"),
+        ({"x": "sticky"}, r"boundaries\['x'\] must be a condition"),
+        ({"x": ("periodic", "wall")}, "periodic on both sides or neither"),
+        ({"x": ("wall",)}, r"boundaries\['x'\]"),
+    ],
+)
 def test_write_well_refuses_bad_boundaries(tmp_path, boundaries, message):
     with pytest.raises(ValueError, match=message):
         well.write_well(_ramp(), tmp_path / "bad", boundaries=boundaries)
@@ -538,8 +577,16 @@ def test_walls_by_images_are_no_flux_walls():
 def test_walled_fields_are_the_corner_of_a_mirror_symmetric_periodic_run():
     g = lambda: torch.Generator().manual_seed(5)
     tr = walls.walled("gray_scott", batch=2, shape=(16, 16), frames=3, generator=g(), interval=10.0, warmup=20.0)
-    full = generate(walls.mirrored("gray_scott", (0,)), batch=2, shape=(32, 32), frames=3, generator=g(), length=1.0,
-                    interval=10.0, warmup=20.0)
+    full = generate(
+        walls.mirrored("gray_scott", (0,)),
+        batch=2,
+        shape=(32, 32),
+        frames=3,
+        generator=g(),
+        length=1.0,
+        interval=10.0,
+        warmup=20.0,
+    )
     assert torch.equal(tr.data, full.data[..., :16, :16]) and tr.length == 0.5 and tr.system == "gray_scott"
     torch.testing.assert_close(full.data, torch.flip(full.data, dims=[3]), rtol=0, atol=1e-4)  # mirror-symmetric in x
     assert 0 < tr.meta["symmetry_error"] < 1e-4
@@ -574,8 +621,10 @@ def test_window_index_inverts_locate_and_frame_interval_reads_the_time_axis(wall
 def test_window_stream_yields_windows_of_the_kept_trajectories(walled_sets):
     path = walled_sets["ramp"]
     stream = ws.WellWindowStream(path, "train", window=3, strides=(1, 2), trajectories=2, seed=4)
-    every = {**{("s1",) + k: v for k, v in _all_windows(path, "train", 3, 1, 2).items()},
-             **{("s2",) + k: v for k, v in _all_windows(path, "train", 3, 2, 2).items()}}
+    every = {
+        **{("s1",) + k: v for k, v in _all_windows(path, "train", 3, 1, 2).items()},
+        **{("s2",) + k: v for k, v in _all_windows(path, "train", 3, 2, 2).items()},
+    }
     seen = set()
     for x in itertools.islice(iter(stream), 60):
         assert x.shape == (2, 3, 10, 12) and x.dtype == torch.float32
@@ -598,7 +647,9 @@ def test_window_stream_is_seeded_resumes_and_gives_metadata(walled_sets):
     c = ws.WellWindowStream(path, window=2, seed=1)
     c.load_state_dict(state)
     assert all(torch.equal(x, y) for x, y in zip(rest, [c.sample() for _ in range(5)]))
-    assert not all(torch.equal(x[0], y) for x, y in zip(first, [ws.WellWindowStream(path, window=2, seed=2).sample() for _ in range(5)]))
+    assert not all(
+        torch.equal(x[0], y) for x, y in zip(first, [ws.WellWindowStream(path, window=2, seed=2).sample() for _ in range(5)])
+    )
     x, coef, dt = first[0]
     assert coef.shape == (2,) and float(dt) == pytest.approx(0.25)
     ranges = ws.coefficient_ranges(path)
@@ -681,6 +732,23 @@ def test_dataloader_workers_each_read_their_own_windows(walled_sets):
 def test_the_synthetic_recipe_writes_walls(tmp_path):
     recipes = Path(__file__).resolve().parents[1] / "data_recipes" / "the_well"
     write = runpy.run_path(str(recipes / "write_synthetic.py"))["main"]
-    assert write([str(tmp_path / "w"), "--system", "diffusion", "--trajectories", "3", "--shape", "8", "8", "--frames", "3",
-                  "--walls", "1"]) == 0
+    assert (
+        write(
+            [
+                str(tmp_path / "w"),
+                "--system",
+                "diffusion",
+                "--trajectories",
+                "3",
+                "--shape",
+                "8",
+                "8",
+                "--frames",
+                "3",
+                "--walls",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert well.WellWindows(tmp_path / "w", "train").boundary_conditions == {"x": ("open", "open"), "y": ("wall", "wall")}

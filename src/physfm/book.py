@@ -79,8 +79,10 @@ def statements(checks: Mapping[str, bool | Callable[[], bool]], *, profile: str,
         results[text] = bool(ok)
         print(f"{'yes' if ok else 'NO ':>4}  {text}")
     if not checked:
-        print(f"The statements above were written from the {written_for}-profile run; this is a {profile}-profile run, "
-              f"so they were not checked (shown for information).")
+        print(
+            f"The statements above were written from the {written_for}-profile run; this is a {profile}-profile run, "
+            f"so they were not checked (shown for information)."
+        )
         return False
     failed = [text for text, ok in results.items() if not ok]
     if failed:

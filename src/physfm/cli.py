@@ -52,44 +52,88 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m physfm.training",
         description="Pre-train tokenisers and run the experiment chapters, on one process or under torchrun "
-                    "(torchrun --standalone --nproc_per_node=N -m physfm.training ...): gloo on CPUs, nccl on GPUs, "
-                    "one GPU per process.",
-        epilog="Runs resume: the same command after an interruption continues where it stopped. See book/running.md.")
+        "(torchrun --standalone --nproc_per_node=N -m physfm.training ...): gloo on CPUs, nccl on GPUs, "
+        "one GPU per process.",
+        epilog="Runs resume: the same command after an interruption continues where it stopped. See book/running.md.",
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="{pretrain,run}")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                       help="override one parameter (VALUE read as YAML: 300, [0, 1, 2], navier_stokes), as papermill's -p")
-        p.add_argument("--device", choices=("cuda", "mps", "cpu"), default=None,
-                       help="force a device (default: $PHYSFM_DEVICE, else CUDA, MPS, CPU)")
-        p.add_argument("--timeout", type=float, default=86400.0, metavar="SECONDS",
-                       help="how long a rank waits for the others in one collective call (default: one day)")
+        p.add_argument(
+            "-p",
+            "--parameter",
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("NAME", "VALUE"),
+            help="override one parameter (VALUE read as YAML: 300, [0, 1, 2], navier_stokes), as papermill's -p",
+        )
+        p.add_argument(
+            "--device",
+            choices=("cuda", "mps", "cpu"),
+            default=None,
+            help="force a device (default: $PHYSFM_DEVICE, else CUDA, MPS, CPU)",
+        )
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=86400.0,
+            metavar="SECONDS",
+            help="how long a rank waits for the others in one collective call (default: one day)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    pre = sub.add_parser("pretrain", help="pre-train the tokenisers of a chapter (or of a recipe) into the model cache",
-                         description="Pre-train the tokenisers a chapter needs into the model cache ($PHYSFM_CACHE or .cache/), "
-                                     "where the chapter finds them. Under torchrun the ranks train each tokeniser together "
-                                     "(DistributedDataParallel); the recipe's batch is split between them.")
-    pre.add_argument("params", type=Path, help="a chapter's parameter file, data_recipes/params/<chapter>/<profile>.yaml, "
-                                               "or a recipe file (YAML with the keys of physfm.training.tokeniser.RECIPE_KEYS)")
+    pre = sub.add_parser(
+        "pretrain",
+        help="pre-train the tokenisers of a chapter (or of a recipe) into the model cache",
+        description="Pre-train the tokenisers a chapter needs into the model cache ($PHYSFM_CACHE or .cache/), "
+        "where the chapter finds them. Under torchrun the ranks train each tokeniser together "
+        "(DistributedDataParallel); the recipe's batch is split between them.",
+    )
+    pre.add_argument(
+        "params",
+        type=Path,
+        help="a chapter's parameter file, data_recipes/params/<chapter>/<profile>.yaml, "
+        "or a recipe file (YAML with the keys of physfm.training.tokeniser.RECIPE_KEYS)",
+    )
     pre.add_argument("--chapter", default=None, help="the chapter of the parameter file (default: the name of its folder)")
     pre.add_argument("--name", default="tokeniser", help="cache name of a recipe file's tokeniser (default: tokeniser)")
     common(pre)
 
-    run = sub.add_parser("run", help="run an experiment chapter's jobs and save its result",
-                         description="Run the jobs of an experiment chapter (arms x seeds x regimes), shared out across the ranks "
-                                     "of torchrun, and save its result as the chapter's notebook would. Each job checkpoints in "
-                                     "the run folder; running the same command again resumes.")
+    run = sub.add_parser(
+        "run",
+        help="run an experiment chapter's jobs and save its result",
+        description="Run the jobs of an experiment chapter (arms x seeds x regimes), shared out across the ranks "
+        "of torchrun, and save its result as the chapter's notebook would. Each job checkpoints in "
+        "the run folder; running the same command again resumes.",
+    )
     run.add_argument("chapter", choices=EXPERIMENTS, help="the experiment chapter")
-    run.add_argument("-f", "--file", type=Path, required=True, metavar="PARAMS",
-                     help="its parameter file, data_recipes/params/<chapter>/<profile>.yaml")
-    run.add_argument("--runs", type=Path, default=None,
-                     help="where run folders go (default: $PHYSFM_RUNS, else _build/runs in the repository)")
-    run.add_argument("--folder", type=Path, default=None, help="the run folder itself (default: <runs>/<chapter>-<profile>-<digest>)")
-    run.add_argument("--results", type=Path, default=None,
-                     help="where to write the result (default: results/<chapter>/<profile>.nc, smoke runs under _build/smoke-results)")
-    run.add_argument("--workers", type=int, default=None,
-                     help="one-thread worker processes per rank on a CPU (default: the profile's; 1 under torchrun)")
+    run.add_argument(
+        "-f",
+        "--file",
+        type=Path,
+        required=True,
+        metavar="PARAMS",
+        help="its parameter file, data_recipes/params/<chapter>/<profile>.yaml",
+    )
+    run.add_argument(
+        "--runs", type=Path, default=None, help="where run folders go (default: $PHYSFM_RUNS, else _build/runs in the repository)"
+    )
+    run.add_argument(
+        "--folder", type=Path, default=None, help="the run folder itself (default: <runs>/<chapter>-<profile>-<digest>)"
+    )
+    run.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="where to write the result (default: results/<chapter>/<profile>.nc, smoke runs under _build/smoke-results)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="one-thread worker processes per rank on a CPU (default: the profile's; 1 under torchrun)",
+    )
     common(run)
     return top
 
@@ -159,7 +203,9 @@ def _tokeniser_recipes(chapter: str, cfg) -> list[tuple[str, dict[str, Any]]]:
                 if ("ablation", recipe) not in out:
                     out.append(("ablation", recipe))
         return out
-    raise UsageError(f"chapter {chapter!r} pre-trains no tokeniser; choose one of {[*TOKENISER_CHAPTERS, 'pretraining', 'finetuning']}")
+    raise UsageError(
+        f"chapter {chapter!r} pre-trains no tokeniser; choose one of {[*TOKENISER_CHAPTERS, 'pretraining', 'finetuning']}"
+    )
 
 
 def _pretrain(args, dev) -> None:
@@ -177,12 +223,18 @@ def _pretrain(args, dev) -> None:
         jobs = _tokeniser_recipes(chapter, chapter_parameters(chapter, values))
     for i, (name, recipe) in enumerate(jobs):
         if is_main_process():
-            print(f"physfm: pre-training {i + 1} of {len(jobs)}: {name}, systems {list(recipe['systems'])}, "
-                  f"{recipe['steps']} steps of {recipe['batch']} crops", flush=True)
+            print(
+                f"physfm: pre-training {i + 1} of {len(jobs)}: {name}, systems {list(recipe['systems'])}, "
+                f"{recipe['steps']} steps of {recipe['batch']} crops",
+                flush=True,
+            )
         _, curves = pretrain_tokeniser(recipe, device=dev, name=name, progress=not args.quiet)
         if is_main_process() and "vrmse" in curves:
-            print(f"physfm: {name}: validation VRMSE {float(curves.vrmse[0]):.4g} -> {float(curves.vrmse[-1]):.4g} "
-                  f"({curves.attrs.get('ranks', 1)} processes)", flush=True)
+            print(
+                f"physfm: {name}: validation VRMSE {float(curves.vrmse[0]):.4g} -> {float(curves.vrmse[-1]):.4g} "
+                f"({curves.attrs.get('ranks', 1)} processes)",
+                flush=True,
+            )
 
 
 def _run(args, dev) -> None:

@@ -77,9 +77,7 @@ def shown(path: str | os.PathLike) -> str:
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(repo_root()), *args], capture_output=True, text=True, timeout=10, check=True
-        )
+        out = subprocess.run(["git", "-C", str(repo_root()), *args], capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()

@@ -39,9 +39,29 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["device", "describe_device", "seed_everything", "seed_for", "progress_bar", "map_jobs", "distributed", "is_main_process",
-           "rank", "world_size", "alone", "launched", "init_distributed", "close_distributed", "barrier",
-           "broadcast_object", "gather_objects", "data_parallel", "cache_dir", "code_digest", "source_digest"]
+__all__ = [
+    "device",
+    "describe_device",
+    "seed_everything",
+    "seed_for",
+    "progress_bar",
+    "map_jobs",
+    "distributed",
+    "is_main_process",
+    "rank",
+    "world_size",
+    "alone",
+    "launched",
+    "init_distributed",
+    "close_distributed",
+    "barrier",
+    "broadcast_object",
+    "gather_objects",
+    "data_parallel",
+    "cache_dir",
+    "code_digest",
+    "source_digest",
+]
 
 _CHOICES = ("cuda", "mps", "cpu")
 
@@ -90,7 +110,8 @@ def device(profile: str | None = None, *, prefer: str | None = None, verbose: bo
         if kind == "cpu" and profile in ACCELERATOR_PROFILES:
             raise RuntimeError(
                 f"device: the {profile!r} profile is sized for a GPU and this machine has none (no CUDA, no MPS); "
-                f"run the 'cpu' profile, or force the CPU with PHYSFM_DEVICE=cpu if you mean it")
+                f"run the 'cpu' profile, or force the CPU with PHYSFM_DEVICE=cpu if you mean it"
+            )
         chosen = torch.device(kind)
         why = "no CUDA or MPS device found" if kind == "cpu" else "best device available"
     if verbose:
@@ -178,8 +199,10 @@ def init_distributed(prefer: str | None = None, *, timeout_s: float = 86400.0, v
     chosen = device(prefer, verbose=False)
     if chosen.type == "cuda":
         if local >= torch.cuda.device_count():
-            raise ValueError(f"init_distributed: local rank {local} but only {torch.cuda.device_count()} GPUs on this node; "
-                             f"start torchrun with --nproc_per_node <= {torch.cuda.device_count()}")
+            raise ValueError(
+                f"init_distributed: local rank {local} but only {torch.cuda.device_count()} GPUs on this node; "
+                f"start torchrun with --nproc_per_node <= {torch.cuda.device_count()}"
+            )
         chosen = torch.device("cuda", local)
         torch.cuda.set_device(chosen)
     backend = "nccl" if chosen.type == "cuda" else "gloo"
@@ -368,9 +391,16 @@ def progress_bar(total: int, desc: str, *, disable: bool = False, initial: int =
     return tqdm(total=total, initial=initial, desc=desc, disable=disable, file=sys.stdout, mininterval=2.0, ncols=100)
 
 
-def map_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int = 1,
-             initializer: Callable[..., None] | None = None, initargs: Sequence[Any] = (),
-             desc: str = "jobs", progress: bool = True) -> list[Any]:
+def map_jobs(
+    fn: Callable[[Any], Any],
+    jobs: Iterable[Any],
+    *,
+    workers: int = 1,
+    initializer: Callable[..., None] | None = None,
+    initargs: Sequence[Any] = (),
+    desc: str = "jobs",
+    progress: bool = True,
+) -> list[Any]:
     """``[fn(job) for job in jobs]``, in order, in ``workers`` processes of one thread each.
 
     With ``workers == 1`` everything runs here, in this process and its threads. Otherwise
@@ -397,8 +427,9 @@ def map_jobs(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int = 1,
     else:
         import torch.multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_start_worker,
-                                          initargs=(initializer, tuple(initargs))) as pool:
+        with mp.get_context("spawn").Pool(
+            min(workers, len(jobs)), initializer=_start_worker, initargs=(initializer, tuple(initargs))
+        ) as pool:
             for result in pool.imap(fn, jobs):
                 out.append(result)
                 bar.update(1)

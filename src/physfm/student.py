@@ -277,9 +277,7 @@ def instructor_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nb
                 if SOLUTION_BEGIN in source or SOLUTION_END in source:
                     raise ValueError(f"{where}: solution markers in a 'check' cell; put the solution in the exercise cell")
                 clear_hidden_tests(source, where)
-                cell.metadata["nbgrader"] = _nbgrader(
-                    unique(cell.id), solution=False, grade=True, locked=True, pts=points(cell)
-                )
+                cell.metadata["nbgrader"] = _nbgrader(unique(cell.id), solution=False, grade=True, locked=True, pts=points(cell))
         cells.append(cell)
     out.cells = cells
     return out
@@ -367,8 +365,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         config = student_config(yaml.safe_load(Path(args[1]).read_text()), args[3] if len(args) == 4 else None)
         atomic_write(args[2], lambda tmp: Path(tmp).write_text(yaml.safe_dump(config, sort_keys=False)))
         return 0
-    print("usage: python -m physfm.student notebooks OUT_DIR NOTEBOOK.ipynb [...]\n"
-          "       python -m physfm.student config _config.yml OUT.yml [CACHE_DIR]")
+    print(
+        "usage: python -m physfm.student notebooks OUT_DIR NOTEBOOK.ipynb [...]\n"
+        "       python -m physfm.student config _config.yml OUT.yml [CACHE_DIR]"
+    )
     return 2
 
 

@@ -145,8 +145,16 @@ def spectra(
         k_lo = 2 * np.pi / max(shape)
         for band, lo, hi in zip(BANDS, edges[:-1], edges[1:]):
             ax.axvspan(max(lo, k_lo), min(hi, np.pi), color=BAND_COLORS[band], alpha=0.18, lw=0)
-            ax.text(np.sqrt(max(lo, k_lo) * min(hi, np.pi)), 1.0, band, transform=ax.get_xaxis_transform(),
-                    ha="center", va="top", fontsize=8, color=BAND_COLORS[band])
+            ax.text(
+                np.sqrt(max(lo, k_lo) * min(hi, np.pi)),
+                1.0,
+                band,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=8,
+                color=BAND_COLORS[band],
+            )
     ax.set(xlabel="|k| (rad/cell)", ylabel="energy per shell")
     if len(fields) > 1:
         ax.legend(fontsize=8)

@@ -51,8 +51,9 @@ class TemperatureSampler:
         return int(idx) if n is None else idx
 
 
-def mixture_batches(streams: Mapping[str, WindowStream], sampler: TemperatureSampler, batch: int,
-                    counts: dict[str, int] | None = None) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def mixture_batches(
+    streams: Mapping[str, WindowStream], sampler: TemperatureSampler, batch: int, counts: dict[str, int] | None = None
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """For ever: a system drawn by ``sampler`` (indices into ``streams`` in order) and a batch of its
     windows with their metadata, ``(name, x (batch, F, window, *S), coefficients (batch, k), dt (batch,))``
     (the streams must yield metadata: ``WindowStream(..., meta=True)``). ``counts`` (name -> int)
@@ -64,4 +65,9 @@ def mixture_batches(streams: Mapping[str, WindowStream], sampler: TemperatureSam
         if counts is not None:
             counts[name] = counts.get(name, 0) + 1
         items = [next(iters[name]) for _ in range(batch)]
-        yield name, torch.stack([x for x, _, _ in items]), torch.stack([c for _, c, _ in items]), torch.stack([d for _, _, d in items])
+        yield (
+            name,
+            torch.stack([x for x, _, _ in items]),
+            torch.stack([c for _, c, _ in items]),
+            torch.stack([d for _, _, d in items]),
+        )

@@ -57,14 +57,22 @@ class FieldStats:
 
     def __post_init__(self):
         if not (len(self.fields) == len(self.mean) == len(self.std)) or not self.fields:
-            raise ValueError(f"FieldStats: fields {self.fields}, mean {self.mean} and std {self.std} must have one entry per field")
+            raise ValueError(
+                f"FieldStats: fields {self.fields}, mean {self.mean} and std {self.std} must have one entry per field"
+            )
         if any(not s > 0 for s in self.std):
             raise ValueError(f"FieldStats: every std must be > 0, got {self.std} for {self.fields}")
 
     def as_yaml(self) -> str:
         """The Well's ``stats.yaml`` layout, plus the sample size."""
-        return yaml.safe_dump({"mean": dict(zip(self.fields, self.mean)), "std": dict(zip(self.fields, self.std)),
-                               "trajectories": self.trajectories}, sort_keys=False)
+        return yaml.safe_dump(
+            {
+                "mean": dict(zip(self.fields, self.mean)),
+                "std": dict(zip(self.fields, self.std)),
+                "trajectories": self.trajectories,
+            },
+            sort_keys=False,
+        )
 
     @classmethod
     def from_yaml(cls, text: str) -> FieldStats:
@@ -74,8 +82,12 @@ class FieldStats:
         fields = tuple(d["mean"])
         if tuple(d["std"]) != fields:
             raise ValueError(f"FieldStats.from_yaml: mean has fields {fields}, std {tuple(d['std'])}")
-        return cls(fields, tuple(float(d["mean"][f]) for f in fields), tuple(float(d["std"][f]) for f in fields),
-                   int(d.get("trajectories", 0)))
+        return cls(
+            fields,
+            tuple(float(d["mean"][f]) for f in fields),
+            tuple(float(d["std"][f]) for f in fields),
+            int(d.get("trajectories", 0)),
+        )
 
 
 def normalise_fields(x: torch.Tensor, stats: FieldStats) -> torch.Tensor:
@@ -85,16 +97,26 @@ def normalise_fields(x: torch.Tensor, stats: FieldStats) -> torch.Tensor:
         ValueError: ``x`` does not have one entry per field of ``stats`` on axis 1.
     """
     if x.ndim < 3 or x.shape[1] != len(stats.fields):
-        raise ValueError(f"normalise_fields: x must be (batch, {len(stats.fields)} fields {stats.fields}, time, *space), "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"normalise_fields: x must be (batch, {len(stats.fields)} fields {stats.fields}, time, *space), "
+            f"got shape {tuple(x.shape)}"
+        )
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean = torch.tensor(stats.mean, device=x.device, dtype=x.dtype).reshape(shape)
     std = torch.tensor(stats.std, device=x.device, dtype=x.dtype).reshape(shape)
     return (x - mean) / std
 
 
-def estimate_stats(spec: SystemSpec | str, shape: Sequence[int], frames: int, *, n: int = SAMPLE, seed: int = 0,
-                   chunk: int = SAMPLE, device: torch.device | str | None = None) -> FieldStats:
+def estimate_stats(
+    spec: SystemSpec | str,
+    shape: Sequence[int],
+    frames: int,
+    *,
+    n: int = SAMPLE,
+    seed: int = 0,
+    chunk: int = SAMPLE,
+    device: torch.device | str | None = None,
+) -> FieldStats:
     """Statistics of ``n`` trajectories of ``spec`` drawn from the stream ``seed_for("statistics", seed)``:
     mean and unbiased standard deviation of every field over all points, frames and trajectories
     (accumulated in float64, ``chunk`` trajectories per solver call: one call for the default sample)."""
@@ -122,13 +144,22 @@ def estimate_stats(spec: SystemSpec | str, shape: Sequence[int], frames: int, *,
 
 def stats_path(spec: SystemSpec, shape: Sequence[int], frames: int, n: int = SAMPLE) -> Path:
     """The cache file of :func:`system_stats` for this key."""
-    key = json.dumps({"spec": spec.as_dict(), "shape": list(shape), "frames": int(frames), "n": n,
-                      "code": code_digest((pde, spectral, spec_module))}, sort_keys=True)
+    key = json.dumps(
+        {
+            "spec": spec.as_dict(),
+            "shape": list(shape),
+            "frames": int(frames),
+            "n": n,
+            "code": code_digest((pde, spectral, spec_module)),
+        },
+        sort_keys=True,
+    )
     return cache_dir() / "stats" / f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.yaml"
 
 
-def system_stats(spec: SystemSpec | str, shape: Sequence[int], frames: int, *, n: int = SAMPLE,
-                 device: torch.device | str | None = None) -> FieldStats:
+def system_stats(
+    spec: SystemSpec | str, shape: Sequence[int], frames: int, *, n: int = SAMPLE, device: torch.device | str | None = None
+) -> FieldStats:
     """The normalisation statistics of ``spec`` on grid ``shape`` with ``frames`` frames: from the
     cache folder if they were estimated before, else :func:`estimate_stats` now (and stored)."""
     spec = SystemSpec.of(spec)

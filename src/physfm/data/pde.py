@@ -335,7 +335,9 @@ class System:
         where = type(self).__name__
         merged = dict(type(self).ranges)
         if ranges is not None and not isinstance(ranges, Mapping):
-            raise TypeError(f"{where}: ranges must map coefficient names to a number or a (low, high) pair, got {type(ranges).__name__}")
+            raise TypeError(
+                f"{where}: ranges must map coefficient names to a number or a (low, high) pair, got {type(ranges).__name__}"
+            )
         for key, value in (ranges or {}).items():
             if key not in merged:
                 raise ValueError(f"{where}: unknown coefficient {key!r} in ranges; its coefficients are {sorted(merged)}")
@@ -344,8 +346,10 @@ class System:
                 raise TypeError(f"{where}: range of {key!r} must be a number or a (low, high) pair of numbers, got {value!r}")
             for bound in pair:
                 if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
-                    raise TypeError(f"{where}: range of {key!r} must be a number or a (low, high) pair of numbers, "
-                                    f"got {type(bound).__name__} {bound!r} in {value!r}")
+                    raise TypeError(
+                        f"{where}: range of {key!r} must be a number or a (low, high) pair of numbers, "
+                        f"got {type(bound).__name__} {bound!r} in {value!r}"
+                    )
             lo, hi = float(pair[0]), float(pair[1])
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
                 raise ValueError(f"{where}: range of {key!r} must be finite with low <= high, got {value!r}")
@@ -725,18 +729,24 @@ def _coefficients(system: System, coefficients: Mapping, batch: int, where: str)
     missing = sorted(set(system.ranges) - set(coefficients))
     unknown = sorted(set(coefficients) - set(system.ranges))
     if missing or unknown:
-        raise ValueError(f"{where}: coefficients of {system.name or type(system).__name__} must be {sorted(system.ranges)}; "
-                         f"missing {missing}, unknown {unknown}")
+        raise ValueError(
+            f"{where}: coefficients of {system.name or type(system).__name__} must be {sorted(system.ranges)}; "
+            f"missing {missing}, unknown {unknown}"
+        )
     out = {}
     for key, value in coefficients.items():
         if isinstance(value, torch.Tensor):
             if value.dtype == torch.bool or value.is_complex():
                 raise TypeError(f"{where}: coefficient {key!r} must be real numbers, got a {value.dtype} tensor")
             if value.ndim > 1 or (value.ndim == 1 and len(value) != batch):
-                raise ValueError(f"{where}: coefficient {key!r} must have shape () or ({batch},) (the batch), got {tuple(value.shape)}")
+                raise ValueError(
+                    f"{where}: coefficient {key!r} must have shape () or ({batch},) (the batch), got {tuple(value.shape)}"
+                )
             t = value.detach().to(torch.float64).expand(batch)
         elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{where}: coefficient {key!r} must be a number or a ({batch},) tensor, got {type(value).__name__} {value!r}")
+            raise TypeError(
+                f"{where}: coefficient {key!r} must be a number or a ({batch},) tensor, got {type(value).__name__} {value!r}"
+            )
         else:
             t = torch.full((batch,), float(value), dtype=torch.float64)
         if not torch.isfinite(t).all():
@@ -1019,8 +1029,14 @@ def evolve(
     for _ in range(frames - 1):
         u_hat, rho = run.advance(u_hat, interval, rho)
         out.append(grid.to_physical(u_hat))
-    info = {"steps": run.steps, "dt": run.smallest if math.isfinite(run.smallest) else (dt or interval),
-            "cfl": run.cfl_max, "interval": interval, "substeps": list(run.history), "unresolved": run.unresolved}
+    info = {
+        "steps": run.steps,
+        "dt": run.smallest if math.isfinite(run.smallest) else (dt or interval),
+        "cfl": run.cfl_max,
+        "interval": interval,
+        "substeps": list(run.history),
+        "unresolved": run.unresolved,
+    }
     return torch.stack(out, dim=2), info
 
 
@@ -1147,7 +1163,12 @@ def generate(
         c = system.sample(need, generator)
         u0 = system.initial(need, shape, generator).to(device=device, dtype=dtype)
         traj, info = evolve(system, u0, c, frames=frames, interval=interval, warmup=warmup, cfl=cfl, dt=dt, length=length)
-        steps, smallest, cfl_max, used = steps + info["steps"], min(smallest, info["dt"]), max(cfl_max, info["cfl"]), info["interval"]
+        steps, smallest, cfl_max, used = (
+            steps + info["steps"],
+            min(smallest, info["dt"]),
+            max(cfl_max, info["cfl"]),
+            info["interval"],
+        )
 
         flat = traj.flatten(1)
         finite = torch.isfinite(flat).all(dim=1)

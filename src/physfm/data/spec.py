@@ -95,7 +95,9 @@ class SystemSpec:
             if unknown:
                 raise ValueError(f"SystemSpec({name!r}): unknown options {sorted(unknown)}; a system takes ranges and {OPTIONS}")
             return cls(name, **options)
-        raise TypeError(f"SystemSpec.of: want a system name, a mapping of options or a SystemSpec, got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"SystemSpec.of: want a system name, a mapping of options or a SystemSpec, got {type(value).__name__} {value!r}"
+        )
 
     def system(self) -> pde.System:
         """The :class:`~physfm.data.pde.System` with this spec's coefficient box."""
@@ -112,11 +114,27 @@ class SystemSpec:
     def field_names(self, spatial_dims: int) -> tuple[str, ...]:
         return self.system().field_names(spatial_dims)
 
-    def generate(self, batch: int, shape: Sequence[int], frames: int, *, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> pde.Trajectories:
+    def generate(
+        self,
+        batch: int,
+        shape: Sequence[int],
+        frames: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> pde.Trajectories:
         """``batch`` trajectories of ``frames`` frames on grid ``shape`` (:func:`physfm.data.pde.generate`)."""
-        return pde.generate(self.system(), batch=batch, shape=shape, frames=frames, generator=generator,
-                            device=device, dtype=dtype, **self.options)
+        return pde.generate(
+            self.system(),
+            batch=batch,
+            shape=shape,
+            frames=frames,
+            generator=generator,
+            device=device,
+            dtype=dtype,
+            **self.options,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (for parameter files, cache keys and provenance): name and what is set."""
@@ -158,7 +176,9 @@ class SystemSpec:
         return torch.stack(cols, dim=1).float() if cols else torch.zeros(n, 0)
 
 
-def specs(systems: Sequence[str | Mapping | SystemSpec] | Mapping[str, Mapping | None] | str | SystemSpec) -> dict[str, SystemSpec]:
+def specs(
+    systems: Sequence[str | Mapping | SystemSpec] | Mapping[str, Mapping | None] | str | SystemSpec,
+) -> dict[str, SystemSpec]:
     """``name -> SystemSpec`` from a chapter's ``systems`` parameter: a list of names (or specs),
     or a mapping ``name -> options`` (``None`` or ``{}`` for none), or one name or spec."""
     if isinstance(systems, (str, SystemSpec)):

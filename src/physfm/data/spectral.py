@@ -108,9 +108,7 @@ def band_edges(shape: Sequence[int], *, device: torch.device | str | None = None
     """
     shape = _shape(shape)
     d = len(shape)
-    edges = torch.logspace(
-        math.log10(2 * math.pi / max(shape)), math.log10(math.pi * math.sqrt(d) + 1e-6), 4, device=device
-    )
+    edges = torch.logspace(math.log10(2 * math.pi / max(shape)), math.log10(math.pi * math.sqrt(d) + 1e-6), 4, device=device)
     edges[0] = 0.0
     return edges
 
@@ -194,9 +192,7 @@ def radial_correlation(x: torch.Tensor, n_spatial: int) -> tuple[torch.Tensor, t
     return torch.arange(n_shells), total / count
 
 
-def dealias_mask(
-    shape: Sequence[int], *, real: bool = True, device: torch.device | str | None = None
-) -> torch.Tensor:
+def dealias_mask(shape: Sequence[int], *, real: bool = True, device: torch.device | str | None = None) -> torch.Tensor:
     """Orszag's 2/3 rule: True where every ``|k_i|`` is below 2/3 of the Nyquist wavenumber.
 
     Zeroing the top third of modes before a quadratic product keeps its aliased part out of the
@@ -276,7 +272,9 @@ def gaussian_random_field_like(
         ``(batch, *reference.shape[-n_spatial:])``, in the reference's dtype and device.
     """
     if not 1 <= n_spatial <= 3 or reference.ndim < n_spatial:
-        raise ValueError(f"gaussian_random_field_like: n_spatial must be 1..3 and at most reference.ndim={reference.ndim}, got {n_spatial}")
+        raise ValueError(
+            f"gaussian_random_field_like: n_spatial must be 1..3 and at most reference.ndim={reference.ndim}, got {n_spatial}"
+        )
     if batch < 1:
         raise ValueError(f"gaussian_random_field_like: batch must be >= 1, got {batch}")
     shape = tuple(reference.shape[-n_spatial:])

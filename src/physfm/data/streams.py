@@ -50,8 +50,15 @@ from physfm.data.spec import SystemSpec, specs
 from physfm.runtime import rank, seed_for
 
 __all__ = [
-    "TrajectoryBuffer", "CropStream", "WindowStream", "epoch_batches", "take",
-    "held_out_trajectories", "held_out_windows", "stream_seed", "drop_summary",
+    "TrajectoryBuffer",
+    "CropStream",
+    "WindowStream",
+    "epoch_batches",
+    "take",
+    "held_out_trajectories",
+    "held_out_windows",
+    "stream_seed",
+    "drop_summary",
 ]
 
 Systems = Sequence[str | Mapping | SystemSpec] | Mapping[str, Mapping | None] | str | SystemSpec
@@ -212,23 +219,37 @@ class TrajectoryBuffer:
     def drops(self) -> dict[str, dict[str, float]]:
         """Per system: usable trajectories ``kept``, trajectories ``dropped`` by the generator
         (and drawn again), and the drop ``rate`` = dropped / (kept + dropped)."""
-        return {s.name: {"kept": self.kept[k], "dropped": self.dropped[k],
-                         "rate": self.dropped[k] / max(1, self.kept[k] + self.dropped[k])}
-                for k, s in enumerate(self.specs)}
+        return {
+            s.name: {
+                "kept": self.kept[k],
+                "dropped": self.dropped[k],
+                "rate": self.dropped[k] / max(1, self.kept[k] + self.dropped[k]),
+            }
+            for k, s in enumerate(self.specs)
+        }
 
     def tensor(self) -> torch.Tensor:
         """Every trajectory stacked, ``(size, fields, frames, *shape)`` (one system only)."""
         if len(self.specs) != 1:
-            raise ValueError(f"TrajectoryBuffer.tensor: the buffer mixes {len(self.specs)} systems with different fields; stack per system")
+            raise ValueError(
+                f"TrajectoryBuffer.tensor: the buffer mixes {len(self.specs)} systems with different fields; stack per system"
+            )
         return torch.stack(self.data)
 
     def state_dict(self) -> dict:
         """Everything needed to continue the stream exactly: contents, pointers, random state."""
         return {
-            "data": [d.cpu() for d in self.data], "labels": list(self.labels), "coefficients": list(self.coefficients),
-            "next_chunk": list(self.next_chunk), "next_system": self.next_system, "next_slot": self.next_slot,
-            "generator": self.generator.get_state(), "kept": list(self.kept), "dropped": list(self.dropped),
-            "interval": list(self._interval), "seed": self.seed,
+            "data": [d.cpu() for d in self.data],
+            "labels": list(self.labels),
+            "coefficients": list(self.coefficients),
+            "next_chunk": list(self.next_chunk),
+            "next_system": self.next_system,
+            "next_slot": self.next_slot,
+            "generator": self.generator.get_state(),
+            "kept": list(self.kept),
+            "dropped": list(self.dropped),
+            "interval": list(self._interval),
+            "seed": self.seed,
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -256,15 +277,25 @@ def drop_summary(buffers: Sequence[TrajectoryBuffer]) -> dict[str, dict[str, flo
 class _Stream(IterableDataset):
     """What the crop and window streams share: a buffer per iterator, refreshed as it is read."""
 
-    def __init__(self, systems: Systems, *, shape, frames, size, chunk, refresh, refresh_every, seed, device, dtype,
-                 stats=None, store=None):
+    def __init__(
+        self, systems: Systems, *, shape, frames, size, chunk, refresh, refresh_every, seed, device, dtype, stats=None, store=None
+    ):
         if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not 0.0 <= refresh <= 1.0:
             raise ValueError(f"{type(self).__name__}: refresh must be a fraction in [0, 1], got {refresh!r}")
         self.specs = specs(systems)  # unknown names fail here, not in a worker
         for spec in self.specs.values():
             spec.system().check_dim(len(shape))
-        self.buffer_args = dict(systems=list(self.specs.values()), shape=tuple(shape), frames=frames, size=size,
-                                chunk=chunk, device=device, dtype=dtype, stats=stats, store=store)
+        self.buffer_args = dict(
+            systems=list(self.specs.values()),
+            shape=tuple(shape),
+            frames=frames,
+            size=size,
+            chunk=chunk,
+            device=device,
+            dtype=dtype,
+            stats=stats,
+            store=store,
+        )
         self.refresh = float(refresh)
         self.refresh_every = int(refresh_every or size)
         self.seed = int(seed)
@@ -305,20 +336,47 @@ class CropStream(_Stream):
     spatial offset (crops wrap around the periodic box).
     """
 
-    def __init__(self, systems: Systems, *, shape: Sequence[int], frames: int, crop: Sequence[int], size: int = 64,
-                 chunk: int = 8, refresh: float = 0.25, refresh_every: int | None = None, seed: int = 0,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-                 stats: Mapping[str, FieldStats] | None = None, store: dict | None = None):
+    def __init__(
+        self,
+        systems: Systems,
+        *,
+        shape: Sequence[int],
+        frames: int,
+        crop: Sequence[int],
+        size: int = 64,
+        chunk: int = 8,
+        refresh: float = 0.25,
+        refresh_every: int | None = None,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        stats: Mapping[str, FieldStats] | None = None,
+        store: dict | None = None,
+    ):
         crop = tuple(int(c) for c in crop)
         shape = tuple(int(s) for s in shape)
         if len(crop) != len(shape) + 1:
-            raise ValueError(f"CropStream: crop must be (t, *space) with {len(shape)} spatial sizes like shape={shape}, got {crop}")
+            raise ValueError(
+                f"CropStream: crop must be (t, *space) with {len(shape)} spatial sizes like shape={shape}, got {crop}"
+            )
         if not 1 <= crop[0] <= frames:
             raise ValueError(f"CropStream: crop length t={crop[0]} must be between 1 and frames={frames}")
         if any(c < 1 or c > n for c, n in zip(crop[1:], shape)):
             raise ValueError(f"CropStream: spatial crop {crop[1:]} is larger than the grid {shape} (or empty)")
-        super().__init__(systems, shape=shape, frames=frames, size=size, chunk=chunk, refresh=refresh,
-                         refresh_every=refresh_every, seed=seed, device=device, dtype=dtype, stats=stats, store=store)
+        super().__init__(
+            systems,
+            shape=shape,
+            frames=frames,
+            size=size,
+            chunk=chunk,
+            refresh=refresh,
+            refresh_every=refresh_every,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            stats=stats,
+            store=store,
+        )
         self.crop = crop
 
     def sample(self) -> tuple[torch.Tensor, int]:
@@ -354,21 +412,49 @@ class WindowStream(_Stream):
     between the window's frames, what PDE-FM conditions on.
     """
 
-    def __init__(self, system: str | Mapping | SystemSpec, *, shape: Sequence[int], frames: int, window: int,
-                 strides: Sequence[int] = (1,), size: int = 32, chunk: int = 8, refresh: float = 0.25,
-                 refresh_every: int | None = None, seed: int = 0, device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32, meta: bool = False, stats: Mapping[str, FieldStats] | None = None,
-                 store: dict | None = None):
+    def __init__(
+        self,
+        system: str | Mapping | SystemSpec,
+        *,
+        shape: Sequence[int],
+        frames: int,
+        window: int,
+        strides: Sequence[int] = (1,),
+        size: int = 32,
+        chunk: int = 8,
+        refresh: float = 0.25,
+        refresh_every: int | None = None,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        meta: bool = False,
+        stats: Mapping[str, FieldStats] | None = None,
+        store: dict | None = None,
+    ):
         spec = SystemSpec.of(system)
         strides = tuple(strides)
         if not strides or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in strides):
             raise ValueError(f"WindowStream: strides must be positive ints, got {strides!r}")
         span = max(strides) * (window - 1) + 1
         if not window >= 1 or span > frames:
-            raise ValueError(f"WindowStream: window={window} at stride {max(strides)} spans {span} frames; "
-                             f"it must be between 1 and frames={frames}")
-        super().__init__([spec], shape=shape, frames=frames, size=size, chunk=chunk, refresh=refresh,
-                         refresh_every=refresh_every, seed=seed, device=device, dtype=dtype, stats=stats, store=store)
+            raise ValueError(
+                f"WindowStream: window={window} at stride {max(strides)} spans {span} frames; "
+                f"it must be between 1 and frames={frames}"
+            )
+        super().__init__(
+            [spec],
+            shape=shape,
+            frames=frames,
+            size=size,
+            chunk=chunk,
+            refresh=refresh,
+            refresh_every=refresh_every,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            stats=stats,
+            store=store,
+        )
         self.spec, self.window, self.strides, self.meta = spec, int(window), strides, bool(meta)
 
     def sample(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -411,26 +497,53 @@ def epoch_batches(trajectories: torch.Tensor, window: int, steps: int, batch: in
         yield torch.stack([trajectories[i // starts, :, i % starts : i % starts + window] for i in piece.tolist()])
 
 
-def held_out_trajectories(system: str | Mapping | SystemSpec, *, shape: Sequence[int], frames: int, n: int, seed: int = 0,
-                          purpose: str = "validation", device: torch.device | str | None = None,
-                          stats: FieldStats | None = None) -> tuple[torch.Tensor, TrajectoryBuffer]:
+def held_out_trajectories(
+    system: str | Mapping | SystemSpec,
+    *,
+    shape: Sequence[int],
+    frames: int,
+    n: int,
+    seed: int = 0,
+    purpose: str = "validation",
+    device: torch.device | str | None = None,
+    stats: FieldStats | None = None,
+) -> tuple[torch.Tensor, TrajectoryBuffer]:
     """``n`` normalised trajectories ``(n, F, frames, *shape)`` of ``system`` drawn from the stream
     ``seed_for(purpose, seed)``, apart from every training stream (which use ``seed_for("train", ...)``),
     and the buffer that holds them (its coefficients and drop counts)."""
     _positive_int(n, "n", "held_out_trajectories")
     spec = SystemSpec.of(system)
-    buf = TrajectoryBuffer([spec], shape=shape, frames=frames, size=n, chunk=min(n, 16), seed=seed_for(purpose, seed),
-                           device=device, stats={spec.name: stats} if stats else None)
+    buf = TrajectoryBuffer(
+        [spec],
+        shape=shape,
+        frames=frames,
+        size=n,
+        chunk=min(n, 16),
+        seed=seed_for(purpose, seed),
+        device=device,
+        stats={spec.name: stats} if stats else None,
+    )
     return buf.tensor(), buf
 
 
-def held_out_windows(system: str | Mapping | SystemSpec, *, shape: Sequence[int], frames: int, window: int, n: int,
-                     seed: int = 0, purpose: str = "validation", device: torch.device | str | None = None,
-                     stats: FieldStats | None = None) -> torch.Tensor:
+def held_out_windows(
+    system: str | Mapping | SystemSpec,
+    *,
+    shape: Sequence[int],
+    frames: int,
+    window: int,
+    n: int,
+    seed: int = 0,
+    purpose: str = "validation",
+    device: torch.device | str | None = None,
+    stats: FieldStats | None = None,
+) -> torch.Tensor:
     """A fixed evaluation set: ``n`` distinct windows ``(n, F, window, *shape)`` of ``system``, one
     from each of ``n`` held-out trajectories (:func:`held_out_trajectories`), at a random start."""
     if not 1 <= window <= frames:
         raise ValueError(f"held_out_windows: window={window} must be between 1 and frames={frames}")
-    traj, buf = held_out_trajectories(system, shape=shape, frames=frames, n=n, seed=seed, purpose=purpose, device=device, stats=stats)
+    traj, buf = held_out_trajectories(
+        system, shape=shape, frames=frames, n=n, seed=seed, purpose=purpose, device=device, stats=stats
+    )
     starts = torch.randint(frames - window + 1, (n,), generator=buf.generator).tolist()
     return torch.stack([traj[i, :, t0 : t0 + window] for i, t0 in enumerate(starts)])

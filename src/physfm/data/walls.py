@@ -63,8 +63,10 @@ def mirrored(system: str | System, walls: Sequence[int]) -> System:
     coefficients and defaults)."""
     base = get_system(system)
     if base.name not in MIRROR_SYMMETRIC:
-        raise ValueError(f"mirrored: {base.name!r} is not unchanged by a mirror of its fields (one of {MIRROR_SYMMETRIC}), "
-                         f"so mirror-symmetric states do not stay symmetric and give no walls")
+        raise ValueError(
+            f"mirrored: {base.name!r} is not unchanged by a mirror of its fields (one of {MIRROR_SYMMETRIC}), "
+            f"so mirror-symmetric states do not stay symmetric and give no walls"
+        )
     cls = type(base)
     axes = tuple(walls)
 
@@ -108,14 +110,33 @@ def walled(
     axes = _axes(walls, d)
     base = get_system(system)
     side = base.length if length is None else float(length)
-    big = generate(mirrored(base, axes), batch=batch, shape=tuple(2 * n for n in shape), frames=frames, generator=generator,
-                   device=device, dtype=dtype, length=2 * side, **options)
+    big = generate(
+        mirrored(base, axes),
+        batch=batch,
+        shape=tuple(2 * n for n in shape),
+        frames=frames,
+        generator=generator,
+        device=device,
+        dtype=dtype,
+        length=2 * side,
+        **options,
+    )
     data = big.data
     mirror = max((float((data - torch.flip(data, dims=[3 + a])).abs().max()) for a in axes), default=0.0)
     scale = float(data.abs().max()) or 1.0
     corner = data[(slice(None),) * 3 + tuple(slice(0, n) for n in shape)].contiguous()
     boundaries = {AXES[a]: ("wall", "wall") if a in axes else ("open", "open") for a in range(d)}
-    return Trajectories(data=corner, coefficients=big.coefficients, system=big.system, fields=big.fields, dt=big.dt,
-                        interval=big.interval, length=side, dropped=big.dropped, drop_reasons=big.drop_reasons,
-                        steps=big.steps, cfl=big.cfl,
-                        meta={**big.meta, "boundaries": boundaries, "symmetry_error": mirror / scale})
+    return Trajectories(
+        data=corner,
+        coefficients=big.coefficients,
+        system=big.system,
+        fields=big.fields,
+        dt=big.dt,
+        interval=big.interval,
+        length=side,
+        dropped=big.dropped,
+        drop_reasons=big.drop_reasons,
+        steps=big.steps,
+        cfl=big.cfl,
+        meta={**big.meta, "boundaries": boundaries, "symmetry_error": mirror / scale},
+    )

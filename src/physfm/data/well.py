@@ -112,7 +112,9 @@ def _get(path: Path, obj: h5py.Group | h5py.Dataset, key: str, wants: str, kind:
             return obj.attrs[key[1:]]
         out = obj[key]
         if kind is not None and not isinstance(out, kind):
-            raise WellFormatError(f"{path}: {obj.name}/{key} is a {type(out).__name__}, expected {wants} (an HDF5 {kind.__name__})")
+            raise WellFormatError(
+                f"{path}: {obj.name}/{key} is a {type(out).__name__}, expected {wants} (an HDF5 {kind.__name__})"
+            )
         return out
     except KeyError:
         what = "attribute" if key.startswith("@") else "member"
@@ -137,7 +139,9 @@ def _digest(f: h5py.File) -> str:
                 continue
             v = np.asarray(v)
             flat = [x.decode() if isinstance(x, bytes) else x for x in v.ravel()] if v.dtype.kind in "OSU" else None
-            h.update(f"@{key}:{v.dtype.str}{v.shape}".encode() + ("\x00".join(flat).encode() if flat is not None else v.tobytes()))
+            h.update(
+                f"@{key}:{v.dtype.str}{v.shape}".encode() + ("\x00".join(flat).encode() if flat is not None else v.tobytes())
+            )
 
     visit("/", f)
     f.visititems(visit)
@@ -186,8 +190,9 @@ class WellFile:
         with f:
             try:
                 if DIGEST in f.attrs and str(f.attrs[DIGEST]) != _digest(f):
-                    raise WellFormatError(f"{path}: its metadata does not match the digest written with it ({DIGEST}); "
-                                          f"the file is corrupt")
+                    raise WellFormatError(
+                        f"{path}: its metadata does not match the digest written with it ({DIGEST}); the file is corrupt"
+                    )
                 return cls._read(path, f)
             except WellFormatError:
                 raise
@@ -203,8 +208,10 @@ class WellFile:
         dims = _get(path, f, "dimensions", "a group of coordinates", h5py.Group)
         spatial = tuple(_names(_get(path, dims, "@spatial_dims", "the names of the spatial axes")))
         if len(spatial) != d or len(set(spatial)) != d or n_traj < 1:
-            raise WellFormatError(f"{path}: /dimensions@spatial_dims is {list(spatial)}, expected {d} distinct "
-                                  f"names (n_spatial_dims = {d}), and n_trajectories = {n_traj} must be >= 1")
+            raise WellFormatError(
+                f"{path}: /dimensions@spatial_dims is {list(spatial)}, expected {d} distinct "
+                f"names (n_spatial_dims = {d}), and n_trajectories = {n_traj} must be >= 1"
+            )
         time = _get(path, dims, "time", "the time coordinate, shape (T,) or (B, T)", h5py.Dataset)
         n_steps = int(time.shape[-1]) if time.ndim else 0
         shape = tuple(int(_get(path, dims, a, f"the coordinate along {a}", h5py.Dataset).shape[-1]) for a in spatial)
@@ -216,7 +223,9 @@ class WellFile:
                 raise WellFormatError(f"{path}: {ds.name} has shape {ds.shape}, expected {expected} = ({', '.join(labels)})")
 
         def flags(ds: h5py.Dataset) -> tuple[bool, bool]:
-            return bool(_get(path, ds, "@sample_varying", "True or False")), bool(_get(path, ds, "@time_varying", "True or False"))
+            return bool(_get(path, ds, "@sample_varying", "True or False")), bool(
+                _get(path, ds, "@time_varying", "True or False")
+            )
 
         def leading(sample: bool, varying_time: bool) -> list[str]:
             return ["n_trajectories"] * sample + ["time"] * varying_time
@@ -229,7 +238,9 @@ class WellFile:
                 sample, varying_time = flags(ds)
                 dv = tuple(bool(v) for v in np.atleast_1d(_get(path, ds, "@dim_varying", f"{d} flags, one per spatial axis")))
                 if len(dv) != d:
-                    raise WellFormatError(f"{path}: {ds.name}@dim_varying has {len(dv)} flags, expected {d} (one per spatial axis)")
+                    raise WellFormatError(
+                        f"{path}: {ds.name}@dim_varying has {len(dv)} flags, expected {d} (one per spatial axis)"
+                    )
                 check(ds, leading(sample, varying_time) + [a for a, v in zip(spatial, dv) if v] + ["component"] * order)
                 combos = itertools.product(spatial, repeat=order)  # row-major, as WellDataset names them
                 channels = tuple(f"{fname}_{''.join(c)}" if c else fname for c in combos)
@@ -251,8 +262,10 @@ class WellFile:
             kind = str(_get(path, bc, "@bc_type", "PERIODIC, WALL or OPEN")).lower()
             axes = _names(_get(path, bc, "@associated_dims", "the spatial axes it lies on"))
             if kind not in BC_CODES or not set(axes) <= set(spatial):
-                raise WellFormatError(f"{path}: {bc.name} has bc_type {kind.upper()!r} on axes {axes}, expected one of "
-                                      f"{[k.upper() for k in BC_CODES]} on axes among {list(spatial)}")
+                raise WellFormatError(
+                    f"{path}: {bc.name} has bc_type {kind.upper()!r} on axes {axes}, expected one of "
+                    f"{[k.upper() for k in BC_CODES]} on axes among {list(spatial)}"
+                )
             mask = _get(path, bc, "mask", "a boolean mask over its axes", h5py.Dataset)
             check(mask, axes)
             mask = mask[()]
@@ -261,8 +274,9 @@ class WellFile:
                 for side, at in enumerate((0, -1)):
                     if agg(np.take(mask, at, axis=i)):
                         boundary[a][side] = kind
-        return cls(path, name, n_traj, n_steps, spatial, shape, tuple(fields), scalars,
-                   {a: tuple(v) for a, v in boundary.items()})
+        return cls(
+            path, name, n_traj, n_steps, spatial, shape, tuple(fields), scalars, {a: tuple(v) for a, v in boundary.items()}
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +322,11 @@ class WellWindows(torch.utils.data.Dataset):
             raise ValueError(f"WellWindows: split must be one of {SPLITS}, got {split!r}")
         if normalization is not None and normalization not in NORMALISATIONS:
             raise ValueError(f"WellWindows: normalization must be None or one of {sorted(NORMALISATIONS)}, got {normalization!r}")
-        for arg, v, low in (("n_steps_input", n_steps_input, 1), ("n_steps_output", n_steps_output, 0), ("time_stride", time_stride, 1)):
+        for arg, v, low in (
+            ("n_steps_input", n_steps_input, 1),
+            ("n_steps_output", n_steps_output, 0),
+            ("time_stride", time_stride, 1),
+        ):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
                 raise ValueError(f"WellWindows: {arg} must be an integer >= {low}, got {v!r}")
         self.root, self.split = Path(path), split
@@ -321,17 +339,21 @@ class WellWindows(torch.utils.data.Dataset):
         for wf in self.files[1:]:
             for what in ("dataset_name", "spatial_dims", "shape", "fields", "boundary"):
                 if getattr(wf, what) != getattr(first, what):
-                    raise WellFormatError(f"{wf.path}: its {what} {getattr(wf, what)!r} differs from that of {first.path} "
-                                          f"({getattr(first, what)!r}); a split must hold one data set")
+                    raise WellFormatError(
+                        f"{wf.path}: its {what} {getattr(wf, what)!r} differs from that of {first.path} "
+                        f"({getattr(first, what)!r}); a split must hold one data set"
+                    )
         self.n_steps_input, self.n_steps_output, self.time_stride = int(n_steps_input), int(n_steps_output), int(time_stride)
         self.n_frames = n_steps_input + n_steps_output
         span = 1 + time_stride * (self.n_frames - 1)
         per_trajectory = []
         for wf in self.files:
             if wf.n_steps < span:
-                raise ValueError(f"WellWindows: {wf.path} has trajectories of {wf.n_steps} frames, too short for windows of "
-                                 f"n_steps_input={n_steps_input} + n_steps_output={n_steps_output} frames at time_stride="
-                                 f"{time_stride} (each spans {span} frames)")
+                raise ValueError(
+                    f"WellWindows: {wf.path} has trajectories of {wf.n_steps} frames, too short for windows of "
+                    f"n_steps_input={n_steps_input} + n_steps_output={n_steps_output} frames at time_stride="
+                    f"{time_stride} (each spans {span} frames)"
+                )
             per_trajectory.append(wf.n_steps - span + 1)
         self._per_trajectory = per_trajectory
         self._offsets = np.cumsum([0] + [wf.n_trajectories * w for wf, w in zip(self.files, per_trajectory)])
@@ -368,15 +390,19 @@ class WellWindows(torch.utils.data.Dataset):
                 try:
                     value = torch.as_tensor(stats[key][fd.name])
                 except (KeyError, TypeError):
-                    raise WellFormatError(f"{path}: no {key!r} for field {fd.name!r} (expected {key}: {{{fd.name}: ...}} "
-                                          f"for normalization={kind!r})") from None
+                    raise WellFormatError(
+                        f"{path}: no {key!r} for field {fd.name!r} (expected {key}: {{{fd.name}: ...}} "
+                        f"for normalization={kind!r})"
+                    ) from None
                 except ValueError as e:
                     raise WellFormatError(f"{path}: {key!r} of field {fd.name!r} is not numeric ({e})") from e
                 if not torch.isfinite(value).all():
                     raise WellFormatError(f"{path}: {key!r} of field {fd.name!r} is not finite ({value.tolist()})")
                 if tuple(value.shape) != (d,) * fd.order:
-                    raise WellFormatError(f"{path}: {key!r} of field {fd.name!r} has shape {tuple(value.shape)}, expected "
-                                          f"{(d,) * fd.order} (a rank-{fd.order} field in {d} dimensions)")
+                    raise WellFormatError(
+                        f"{path}: {key!r} of field {fd.name!r} has shape {tuple(value.shape)}, expected "
+                        f"{(d,) * fd.order} (a rank-{fd.order} field in {d} dimensions)"
+                    )
                 pair.append(value.flatten())
             out[fd.name] = (pair[0], torch.clip(pair[1], min=MIN_DENOMINATOR))
         return out
@@ -390,7 +416,9 @@ class WellWindows(torch.utils.data.Dataset):
             try:
                 self._handles[k] = h5py.File(self.files[k].path, "r")
             except OSError as e:
-                raise WellFormatError(f"{self.files[k].path}: HDF5 could not open the file ({e}); it is truncated or corrupt") from e
+                raise WellFormatError(
+                    f"{self.files[k].path}: HDF5 could not open the file ({e}); it is truncated or corrupt"
+                ) from e
         return self._handles[k]
 
     def __getstate__(self):
@@ -420,12 +448,17 @@ class WellWindows(torch.utils.data.Dataset):
     def window_index(self, file: int, trajectory: int, t0: int) -> int:
         """The index of the window of ``trajectory`` in ``file`` that starts at frame ``t0``: the
         inverse of :meth:`locate`."""
-        if not 0 <= file < len(self.files) or not 0 <= trajectory < self.files[file].n_trajectories \
-                or not 0 <= t0 < self._per_trajectory[file]:
-            raise IndexError(f"WellWindows.window_index: no window (file {file}, trajectory {trajectory}, first frame {t0}) "
-                             f"in {len(self.files)} files; file {min(max(file, 0), len(self.files) - 1)} has "
-                             f"{self.files[min(max(file, 0), len(self.files) - 1)].n_trajectories} trajectories of "
-                             f"{self._per_trajectory[min(max(file, 0), len(self.files) - 1)]} windows")
+        if (
+            not 0 <= file < len(self.files)
+            or not 0 <= trajectory < self.files[file].n_trajectories
+            or not 0 <= t0 < self._per_trajectory[file]
+        ):
+            raise IndexError(
+                f"WellWindows.window_index: no window (file {file}, trajectory {trajectory}, first frame {t0}) "
+                f"in {len(self.files)} files; file {min(max(file, 0), len(self.files) - 1)} has "
+                f"{self.files[min(max(file, 0), len(self.files) - 1)].n_trajectories} trajectories of "
+                f"{self._per_trajectory[min(max(file, 0), len(self.files) - 1)]} windows"
+            )
         return int(self._offsets[file]) + trajectory * self._per_trajectory[file] + t0
 
     def frame_interval(self, file: int = 0, trajectory: int = 0) -> float:
@@ -448,8 +481,10 @@ class WellWindows(torch.utils.data.Dataset):
         try:
             return ds[(trajectory,) * sample + (frames,) * time]
         except (OSError, RuntimeError) as e:
-            raise WellFormatError(f"{self.files[k].path}: HDF5 could not read {ds.name} at trajectory {trajectory}, frames "
-                                  f"{frames.start}:{frames.stop}:{frames.step} ({e}); the file is corrupt or truncated") from e
+            raise WellFormatError(
+                f"{self.files[k].path}: HDF5 could not read {ds.name} at trajectory {trajectory}, frames "
+                f"{frames.start}:{frames.stop}:{frames.step} ({e}); the file is corrupt or truncated"
+            ) from e
 
     def _read(self, k: int, fd: Field, trajectory: int, t0: int, out: np.ndarray) -> None:
         """One field's channels into ``out`` ``(component, [time], *space)``, broadcast over the
@@ -465,8 +500,10 @@ class WellWindows(torch.utils.data.Dataset):
                 a = np.expand_dims(a, lead + axis)
         out[...] = rearrange(a, "... c -> c ...")  # broadcasts the axes of size 1
         if not math.isfinite(out.sum(dtype=np.float64)):  # NaN and inf propagate; finite float32 cannot overflow it
-            raise WellFormatError(f"{wf.path}: {ds.name} holds non-finite values at trajectory {trajectory}, frames "
-                                  f"{frames.start}:{frames.stop}:{frames.step}; the file is corrupt")
+            raise WellFormatError(
+                f"{wf.path}: {ds.name} holds non-finite values at trajectory {trajectory}, frames "
+                f"{frames.start}:{frames.stop}:{frames.step}; the file is corrupt"
+            )
 
     def _gather(self, index: int, fields: list[Field]) -> torch.Tensor:
         k, trajectory, t0 = self.locate(index)
@@ -521,7 +558,9 @@ class WellWindows(torch.utils.data.Dataset):
             raise ValueError("WellWindows.batch: indices is empty; give at least one window index")
         return torch.stack([self[int(i)] for i in indices])
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> Iterator[torch.Tensor]:
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False
+    ) -> Iterator[torch.Tensor]:
         """Every window once, in batches of ``batch_size`` (shuffled by ``seed`` if asked)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"WellWindows.batches: batch_size must be an integer >= 1, got {batch_size!r}")
@@ -536,8 +575,10 @@ class WellWindows(torch.utils.data.Dataset):
         self._handles = {}
 
     def __repr__(self) -> str:
-        return (f"WellWindows({self.root.name}/{self.split}: {len(self)} windows of {self.n_frames} frames, "
-                f"fields {list(self.field_names)}, grid {self.shape}, boundaries {self.boundary_conditions})")
+        return (
+            f"WellWindows({self.root.name}/{self.split}: {len(self)} windows of {self.n_frames} frames, "
+            f"fields {list(self.field_names)}, grid {self.shape}, boundaries {self.boundary_conditions})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,7 +604,9 @@ def compute_stats(folder: str | os.PathLike) -> dict[str, dict[str, float | list
 
     def add(kind: str, name: str, a: np.ndarray, order: int) -> None:
         axes = tuple(range(a.ndim - order))  # all but the tensor components
-        parts[kind].setdefault(name, []).append((int(np.prod(a.shape[: a.ndim - order])), a.mean(axis=axes), (a * a).mean(axis=axes)))
+        parts[kind].setdefault(name, []).append(
+            (int(np.prod(a.shape[: a.ndim - order])), a.mean(axis=axes), (a * a).mean(axis=axes))
+        )
 
     for p in paths:
         wf = WellFile.read(p)
@@ -631,22 +674,32 @@ def _boundaries(spec: Mapping[str, str | Sequence[str]] | None, d: int) -> dict[
     axes = AXES[:d]
     spec = {} if spec is None else spec
     if not isinstance(spec, Mapping) or not set(spec) <= set(axes):
-        raise ValueError(f"write_well: boundaries must map spatial axes among {list(axes)} to a condition or a (low, high) "
-                         f"pair of conditions among {sorted(BC_CODES)}, got {spec!r}")
+        raise ValueError(
+            f"write_well: boundaries must map spatial axes among {list(axes)} to a condition or a (low, high) "
+            f"pair of conditions among {sorted(BC_CODES)}, got {spec!r}"
+        )
     out = {}
     for a in axes:
         entry = spec.get(a, "periodic")
         pair = (entry, entry) if isinstance(entry, str) else tuple(entry)
         pair = tuple(str(b).lower() for b in pair)
         if len(pair) != 2 or not set(pair) <= set(BC_CODES) or (("periodic" in pair) and pair != ("periodic", "periodic")):
-            raise ValueError(f"write_well: boundaries[{a!r}] must be a condition or a (low, high) pair among {sorted(BC_CODES)} "
-                             f"(periodic on both sides or neither), got {entry!r}")
+            raise ValueError(
+                f"write_well: boundaries[{a!r}] must be a condition or a (low, high) pair among {sorted(BC_CODES)} "
+                f"(periodic on both sides or neither), got {entry!r}"
+            )
         out[a] = pair
     return out
 
 
-def _write_file(tmp: Path, t: Trajectories, rows: slice, name: str, vectors: Mapping[str, Sequence[str]],
-                boundaries: Mapping[str, tuple[str, str]]) -> None:
+def _write_file(
+    tmp: Path,
+    t: Trajectories,
+    rows: slice,
+    name: str,
+    vectors: Mapping[str, Sequence[str]],
+    boundaries: Mapping[str, tuple[str, str]],
+) -> None:
     data = t.data[rows].detach().to("cpu", torch.float32).numpy()  # (B, F, T, *space)
     n, _, n_steps, *shape = data.shape
     d = len(shape)
@@ -655,9 +708,18 @@ def _write_file(tmp: Path, t: Trajectories, rows: slice, name: str, vectors: Map
     scalar_fields = [fname for fname in t.fields if fname not in in_vector]
     coefficients = {k: v[rows].detach().cpu().double().numpy() for k, v in sorted(t.coefficients.items())}
     with h5py.File(tmp, "w", libver="latest") as f:  # the latest format checksums all metadata
-        f.attrs.update({"dataset_name": name, "grid_type": "cartesian", "n_spatial_dims": d, "n_trajectories": n,
-                        "simulation_parameters": _strings(coefficients), "physfm_system": t.system,
-                        "physfm_solver_dt": float(t.dt), "physfm_box_length": float(t.length)})
+        f.attrs.update(
+            {
+                "dataset_name": name,
+                "grid_type": "cartesian",
+                "n_spatial_dims": d,
+                "n_trajectories": n,
+                "simulation_parameters": _strings(coefficients),
+                "physfm_system": t.system,
+                "physfm_solver_dt": float(t.dt),
+                "physfm_box_length": float(t.length),
+            }
+        )
         for k, v in coefficients.items():  # per trajectory: the values vary within a file
             f.attrs[k] = v
         dims = f.create_group("dimensions")
@@ -669,9 +731,17 @@ def _write_file(tmp: Path, t: Trajectories, rows: slice, name: str, vectors: Map
         for a, size in zip(axes, shape):  # one group per axis and kind, its mask True on the sides of that kind
             for kind in dict.fromkeys(boundaries[a]):
                 group = bcs.create_group(f"{a}_{kind}")
-                group.attrs.update({"associated_dims": _strings([a]), "associated_fields": _strings([]),
-                                    "bc_type": kind.upper(), **_flags(False, False)})
-                _put(group, "mask", np.isin(np.arange(size), [[0, size - 1][i] for i, k in enumerate(boundaries[a]) if k == kind]))
+                group.attrs.update(
+                    {
+                        "associated_dims": _strings([a]),
+                        "associated_fields": _strings([]),
+                        "bc_type": kind.upper(),
+                        **_flags(False, False),
+                    }
+                )
+                _put(
+                    group, "mask", np.isin(np.arange(size), [[0, size - 1][i] for i, k in enumerate(boundaries[a]) if k == kind])
+                )
         scalars = f.create_group("scalars")
         scalars.attrs["field_names"] = _strings(coefficients)
         for k, v in coefficients.items():
@@ -732,8 +802,10 @@ def write_well(
         n_valid, n_test = (max(1, round(b * f)) if f > 0 else 0 for f in splits[1:])
         counts = (b - n_valid - n_test, n_valid, n_test)
         if min(counts) < 1:
-            raise ValueError(f"write_well: splits={tuple(splits)} of {b} trajectories gives {dict(zip(SPLITS, counts))}; "
-                             f"every split needs at least one trajectory (generate more, or pass a mapping split -> Trajectories)")
+            raise ValueError(
+                f"write_well: splits={tuple(splits)} of {b} trajectories gives {dict(zip(SPLITS, counts))}; "
+                f"every split needs at least one trajectory (generate more, or pass a mapping split -> Trajectories)"
+            )
         edges = np.cumsum((0,) + counts)
         parts = {s: (data, slice(int(lo), int(hi))) for s, lo, hi in zip(SPLITS, edges[:-1], edges[1:])}
     elif isinstance(data, Mapping) and "train" in data and set(data) <= set(SPLITS):
@@ -742,26 +814,40 @@ def write_well(
                 raise TypeError(f"write_well: data[{s!r}] must be Trajectories, got {type(t).__name__}")
         parts = {s: (t, slice(0, t.data.shape[0])) for s, t in data.items()}
     else:
-        raise TypeError(f"write_well: data must be Trajectories or a mapping from splits {SPLITS} (with 'train') to "
-                        f"Trajectories, got {type(data).__name__}{'' if not isinstance(data, Mapping) else ' with keys ' + str(list(data))}")
+        raise TypeError(
+            f"write_well: data must be Trajectories or a mapping from splits {SPLITS} (with 'train') to "
+            f"Trajectories, got {type(data).__name__}{'' if not isinstance(data, Mapping) else ' with keys ' + str(list(data))}"
+        )
     first = parts["train"][0]
     for s, (t, _) in parts.items():
         if (t.system, tuple(t.fields), tuple(t.data.shape[3:]), t.interval, t.length) != (
-                first.system, tuple(first.fields), tuple(first.data.shape[3:]), first.interval, first.length):
-            raise ValueError(f"write_well: the {s!r} trajectories differ from the training ones in system, fields, grid, "
-                             f"interval or box length; a data set holds one kind of trajectory")
+            first.system,
+            tuple(first.fields),
+            tuple(first.data.shape[3:]),
+            first.interval,
+            first.length,
+        ):
+            raise ValueError(
+                f"write_well: the {s!r} trajectories differ from the training ones in system, fields, grid, "
+                f"interval or box length; a data set holds one kind of trajectory"
+            )
     d = first.data.ndim - 3
     if not 1 <= d <= 3 or first.data.shape[1] != len(first.fields):
-        raise ValueError(f"write_well: data must be (batch, {len(first.fields)} fields, time, *space) with 1-3 spatial axes, "
-                         f"got {tuple(first.data.shape)}")
+        raise ValueError(
+            f"write_well: data must be (batch, {len(first.fields)} fields, time, *space) with 1-3 spatial axes, "
+            f"got {tuple(first.data.shape)}"
+        )
     for s, (t, rows) in parts.items():
         if not torch.isfinite(t.data[rows]).all():
-            raise ValueError(f"write_well: the {s!r} trajectories hold non-finite values; The Well's files hold finite fields only")
+            raise ValueError(
+                f"write_well: the {s!r} trajectories hold non-finite values; The Well's files hold finite fields only"
+            )
     vectors = {k: tuple(v) for k, v in (_default_vectors(first) if vectors is None else vectors).items()}
     used = [c for comps in vectors.values() for c in comps]
     if any(len(c) != d for c in vectors.values()) or not set(used) <= set(first.fields) or len(used) != len(set(used)):
-        raise ValueError(f"write_well: vectors must map names to {d} distinct components among the fields {first.fields}, "
-                         f"got {vectors}")
+        raise ValueError(
+            f"write_well: vectors must map names to {d} distinct components among the fields {first.fields}, got {vectors}"
+        )
     channels = [fname for fname in first.fields if fname not in used] + [f"{v}_{a}" for v in vectors for a in AXES[:d]]
     if len(set(channels)) != len(channels) or set(vectors) & set(first.fields):
         raise ValueError(f"write_well: field and vector names collide ({channels}, vectors {list(vectors)})")
@@ -773,14 +859,19 @@ def write_well(
     name = name or root.name
     existing = [p for s in SPLITS for p in _hdf5_files(root / "data" / s)] + [p for p in [root / "stats.yaml"] if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"write_well: {root} already holds a data set ({existing[0]}, ...); pass overwrite=True to replace it")
+        raise FileExistsError(
+            f"write_well: {root} already holds a data set ({existing[0]}, ...); pass overwrite=True to replace it"
+        )
     for p in existing:
         p.unlink()
     for s, (t, rows) in parts.items():
         step = per_file or (rows.stop - rows.start)
         for k, lo in enumerate(range(rows.start, rows.stop, step)):
             chunk = slice(lo, min(lo + step, rows.stop))
-            atomic_write(root / "data" / s / f"{name}_{k:03d}.hdf5", lambda tmp, t=t, chunk=chunk: _write_file(tmp, t, chunk, name, vectors, bcs))
+            atomic_write(
+                root / "data" / s / f"{name}_{k:03d}.hdf5",
+                lambda tmp, t=t, chunk=chunk: _write_file(tmp, t, chunk, name, vectors, bcs),
+            )
     _write_stats(root)
     return root
 
@@ -820,8 +911,12 @@ def subsample(
         ValueError: bad strides or counts; :class:`WellFormatError`: a source file not in the
             layout, or holding groups this function does not know how to subsample.
     """
-    for arg, v in (("per_file", per_file), ("space_stride", space_stride), ("time_stride", time_stride),
-                   ("max_files", 1 if max_files is None else max_files)):
+    for arg, v in (
+        ("per_file", per_file),
+        ("space_stride", space_stride),
+        ("time_stride", time_stride),
+        ("max_files", 1 if max_files is None else max_files),
+    ):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"subsample: {arg} must be an integer >= 1, got {v!r}")
     if "train" not in splits or not set(splits) <= set(SPLITS):
@@ -841,7 +936,10 @@ def subsample(
         for p in paths:
             wf = WellFile.read(p)
             n = min(per_file, wf.n_trajectories)
-            atomic_write(target / "data" / s / p.name, lambda tmp, p=p, wf=wf, n=n: _subsample_file(p, tmp, wf, n, space_stride, time_stride))
+            atomic_write(
+                target / "data" / s / p.name,
+                lambda tmp, p=p, wf=wf, n=n: _subsample_file(p, tmp, wf, n, space_stride, time_stride),
+            )
     _write_stats(target)
     return target
 
@@ -860,8 +958,9 @@ def _subsample_file(src: Path, tmp: Path, wf: WellFile, n: int, ss: int, ts: int
     known = {"dimensions", "boundary_conditions", "scalars", "t0_fields", "t1_fields", "t2_fields"}
     with h5py.File(src, "r") as f, h5py.File(tmp, "w", libver="latest") as g:
         if set(f) - known:
-            raise WellFormatError(f"{src}: subsample does not know how to cut the groups {sorted(set(f) - known)} "
-                                  f"(it handles {sorted(known)})")
+            raise WellFormatError(
+                f"{src}: subsample does not know how to cut the groups {sorted(set(f) - known)} (it handles {sorted(known)})"
+            )
         for a, b in [(f, g)] + [(f[k], g.create_group(k)) for k in known]:
             b.attrs.update(dict(a.attrs))
         g.attrs["n_trajectories"] = n

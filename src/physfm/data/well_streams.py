@@ -82,10 +82,15 @@ def _chosen(windows: WellWindows, trajectories: Trajectories, who: str) -> list[
             raise ValueError(f"{who}: trajectories={n}, but the {windows.split!r} split of {windows.root} has {len(every)}")
         return every[:n]
     picks = list(trajectories)
-    if not picks or len(set(picks)) != len(picks) or any(isinstance(g, bool) or not isinstance(g, (int, np.integer))
-                                                          or not 0 <= g < len(every) for g in picks):
-        raise ValueError(f"{who}: trajectories must be None, a count, or distinct trajectory numbers in [0, {len(every)}) "
-                         f"of the {windows.split!r} split, got {trajectories!r}")
+    if (
+        not picks
+        or len(set(picks)) != len(picks)
+        or any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 0 <= g < len(every) for g in picks)
+    ):
+        raise ValueError(
+            f"{who}: trajectories must be None, a count, or distinct trajectory numbers in [0, {len(every)}) "
+            f"of the {windows.split!r} split, got {trajectories!r}"
+        )
     return [every[int(g)] for g in picks]
 
 
@@ -201,9 +206,20 @@ class WellWindowStream(_WellStream):
         chosen: the ``(file, trajectory)`` pairs the stream reads.
     """
 
-    def __init__(self, path: str | os.PathLike, split: str = "train", *, window: int, strides: Sequence[int] = (1,),
-                 trajectories: Trajectories = None, normalization: str | None = "zscore", seed: int = 0,
-                 meta: bool = False, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str = "train",
+        *,
+        window: int,
+        strides: Sequence[int] = (1,),
+        trajectories: Trajectories = None,
+        normalization: str | None = "zscore",
+        seed: int = 0,
+        meta: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         who = "WellWindowStream"
         super().__init__(seed, device, dtype)
         window = _positive(window, "window", who)
@@ -211,8 +227,10 @@ class WellWindowStream(_WellStream):
         if not strides or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in strides):
             raise ValueError(f"{who}: strides must be positive ints, got {strides!r}")
         self.window, self.strides, self.meta = window, strides, bool(meta)
-        self.windows = {s: WellWindows(path, split, n_steps_input=window, n_steps_output=0, time_stride=s,
-                                       normalization=normalization) for s in dict.fromkeys(strides)}
+        self.windows = {
+            s: WellWindows(path, split, n_steps_input=window, n_steps_output=0, time_stride=s, normalization=normalization)
+            for s in dict.fromkeys(strides)
+        }
         first = self.windows[strides[0]]
         self.chosen = _chosen(first, trajectories, who)
         self.name = _dataset_name(first)
@@ -257,9 +275,18 @@ class WellCropStream(_WellStream):
         periodic: per spatial axis, whether crops may wrap around it.
     """
 
-    def __init__(self, path: str | os.PathLike, split: str = "train", *, crop: Sequence[int], trajectories: Trajectories = None,
-                 normalization: str | None = "zscore", seed: int = 0, device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str = "train",
+        *,
+        crop: Sequence[int],
+        trajectories: Trajectories = None,
+        normalization: str | None = "zscore",
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         who = "WellCropStream"
         super().__init__(seed, device, dtype)
         crop = tuple(int(c) for c in crop)
@@ -268,13 +295,18 @@ class WellCropStream(_WellStream):
         self.windows = WellWindows(path, split, n_steps_input=crop[0], n_steps_output=0, normalization=normalization)
         w = self.windows
         if len(crop) != len(w.shape) + 1 or any(not 1 <= c <= n for c, n in zip(crop[1:], w.shape)):
-            raise ValueError(f"{who}: crop must be (t, *space) with {len(w.shape)} spatial sizes between 1 and the grid "
-                             f"{w.shape}, got {crop}")
+            raise ValueError(
+                f"{who}: crop must be (t, *space) with {len(w.shape)} spatial sizes between 1 and the grid {w.shape}, got {crop}"
+            )
         self.crop = crop
         self.chosen = _chosen(w, trajectories, who)
         self.name = _dataset_name(w)
         self.field_names, self.boundary_conditions, self.spatial_dims, self.shape = (
-            w.field_names, w.boundary_conditions, w.spatial_dims, w.shape)
+            w.field_names,
+            w.boundary_conditions,
+            w.spatial_dims,
+            w.shape,
+        )
         self.periodic = tuple(w.boundary_conditions[a] == ("periodic", "periodic") for a in w.spatial_dims)
 
     def sample(self) -> tuple[torch.Tensor, int]:
@@ -300,14 +332,17 @@ class WellCropStream(_WellStream):
 # ---------------------------------------------------------------------------------------------
 
 
-def _spread(windows: WellWindows, chosen: list[tuple[int, int]], n: int, generator: torch.Generator, who: str
-            ) -> list[tuple[int, int, int]]:
+def _spread(
+    windows: WellWindows, chosen: list[tuple[int, int]], n: int, generator: torch.Generator, who: str
+) -> list[tuple[int, int, int]]:
     """``n`` distinct windows ``(file, trajectory, t0)``: the trajectories in a random order,
     taking turns, each turn a random start of that trajectory not taken yet."""
     total = sum(windows.windows_per_trajectory(k) for k, _ in chosen)
     if n > total:
-        raise ValueError(f"{who}: asked for {n} distinct windows, but {len(chosen)} trajectories of the "
-                         f"{windows.split!r} split hold only {total} windows of {windows.n_frames} frames")
+        raise ValueError(
+            f"{who}: asked for {n} distinct windows, but {len(chosen)} trajectories of the "
+            f"{windows.split!r} split hold only {total} windows of {windows.n_frames} frames"
+        )
     order = torch.randperm(len(chosen), generator=generator).tolist()
     starts = {j: torch.randperm(windows.windows_per_trajectory(chosen[j][0]), generator=generator).tolist() for j in order}
     picks: list[tuple[int, int, int]] = []
@@ -318,17 +353,27 @@ def _spread(windows: WellWindows, chosen: list[tuple[int, int]], n: int, generat
     return picks
 
 
-def fixed_windows(path: str | os.PathLike, split: str, *, window: int, n: int, trajectories: Trajectories = None,
-                  seed: int = 0, purpose: str = "windows", normalization: str | None = "zscore",
-                  device: torch.device | str | None = None) -> torch.Tensor:
+def fixed_windows(
+    path: str | os.PathLike,
+    split: str,
+    *,
+    window: int,
+    n: int,
+    trajectories: Trajectories = None,
+    seed: int = 0,
+    purpose: str = "windows",
+    normalization: str | None = "zscore",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """``n`` distinct windows ``(n, fields, window, *space)`` of ``split`` (of the trajectories
     kept by ``trajectories``), spread over the trajectories: each trajectory in turn, in a random
     order, gives a window at a random start it has not given yet. Drawn from
     ``seed_for("well/<split>/<purpose>", seed)``: the same set for the same arguments."""
     who = "fixed_windows"
     n = _positive(n, "n", who)
-    windows = WellWindows(path, split, n_steps_input=_positive(window, "window", who), n_steps_output=0,
-                          normalization=normalization)
+    windows = WellWindows(
+        path, split, n_steps_input=_positive(window, "window", who), n_steps_output=0, normalization=normalization
+    )
     g = torch.Generator().manual_seed(seed_for(f"well/{split}/{purpose}", seed))
     picks = _spread(windows, _chosen(windows, trajectories, who), n, g, who)
     out = torch.stack([windows[windows.window_index(k, b, t0)] for k, b, t0 in picks])
@@ -336,9 +381,20 @@ def fixed_windows(path: str | os.PathLike, split: str, *, window: int, n: int, t
     return out.to(device) if device is not None else out
 
 
-def well_eval_data(path: str | os.PathLike, *, window: int, n_windows: int, context: int, steps: int, n_rollouts: int,
-                   seed: int = 0, split: str = "valid", rollout_split: str = "test", normalization: str | None = "zscore",
-                   device: torch.device | str | None = None):
+def well_eval_data(
+    path: str | os.PathLike,
+    *,
+    window: int,
+    n_windows: int,
+    context: int,
+    steps: int,
+    n_rollouts: int,
+    seed: int = 0,
+    split: str = "valid",
+    rollout_split: str = "test",
+    normalization: str | None = "zscore",
+    device: torch.device | str | None = None,
+):
     """Held-out data of a data set, as :func:`physfm.experiments.harness.eval_data` gives it for a
     generated system: an :class:`~physfm.experiments.harness.EvalData` whose ``windows`` are
     ``n_windows`` distinct windows of ``window`` frames from ``split`` (:func:`fixed_windows`,
@@ -368,8 +424,9 @@ def well_eval_data(path: str | os.PathLike, *, window: int, n_windows: int, cont
     roll = WellWindows(path, rollout_split, n_steps_input=context + steps, n_steps_output=0, normalization=normalization)
     every = roll.trajectories()
     if n_rollouts > len(every):
-        raise ValueError(f"{who}: n_rollouts={n_rollouts}, but the {rollout_split!r} split of {roll.root} has "
-                         f"{len(every)} trajectories")
+        raise ValueError(
+            f"{who}: n_rollouts={n_rollouts}, but the {rollout_split!r} split of {roll.root} has {len(every)} trajectories"
+        )
     g = torch.Generator().manual_seed(seed_for(f"well/{rollout_split}/rollout", seed))
     rolls = [every[j] for j in sorted(torch.randperm(len(every), generator=g)[:n_rollouts].tolist())]
     trajectories = torch.stack([roll[roll.window_index(k, b, 0)] for k, b in rolls])
@@ -380,9 +437,17 @@ def well_eval_data(path: str | os.PathLike, *, window: int, n_windows: int, cont
         return torch.stack(rows) if rows else torch.zeros(0, len(ranges))
 
     used = {(split, k, b) for k, b, _ in val_picks} | {(rollout_split, k, b) for k, b in rolls}
-    data = EvalData(_dataset_name(val), windows, trajectories, context, steps,
-                    coefficients(val, [(k, b) for k, b, _ in val_picks]), coefficients(roll, rolls),
-                    val.frame_interval(*val_picks[0][:2]), {"kept": len(used), "dropped": 0, "rate": 0.0})
+    data = EvalData(
+        _dataset_name(val),
+        windows,
+        trajectories,
+        context,
+        steps,
+        coefficients(val, [(k, b) for k, b, _ in val_picks]),
+        coefficients(roll, rolls),
+        val.frame_interval(*val_picks[0][:2]),
+        {"kept": len(used), "dropped": 0, "rate": 0.0},
+    )
     val.close()
     roll.close()
     return data.to(device) if device is not None else data

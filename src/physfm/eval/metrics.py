@@ -76,9 +76,7 @@ def mse(pred: torch.Tensor, target: torch.Tensor, *, n_spatial: int | None = Non
     return ((pred - target) ** 2).mean(dim=tuple(range(-d, 0)))
 
 
-def vrmse(
-    pred: torch.Tensor, target: torch.Tensor, *, n_spatial: int | None = None, eps: float = EPS
-) -> torch.Tensor:
+def vrmse(pred: torch.Tensor, target: torch.Tensor, *, n_spatial: int | None = None, eps: float = EPS) -> torch.Tensor:
     """VRMSE of ``pred`` against the reference ``target``, shape ``pred.shape[:-n_spatial]``."""
     d = _check(pred, target, n_spatial, "vrmse")
     dims = tuple(range(-d, 0))
@@ -87,9 +85,7 @@ def vrmse(
     return torch.sqrt(err / (var + eps))
 
 
-def spectral_error(
-    pred: torch.Tensor, target: torch.Tensor, *, n_spatial: int | None = None, eps: float = EPS
-) -> SpectralError:
+def spectral_error(pred: torch.Tensor, target: torch.Tensor, *, n_spatial: int | None = None, eps: float = EPS) -> SpectralError:
     """MSE and NMSE of ``pred`` against ``target`` in the low, mid and high wavenumber bands.
 
     Returns:

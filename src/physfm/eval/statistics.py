@@ -31,6 +31,7 @@ from physfm.data.spectral import radial_correlation, radial_spectrum
 
 __all__ = ["wasserstein1", "field_statistics", "statistics_distances", "nearest_distance"]
 
+
 def _check_n_spatial(n_spatial: int, ndim: int, fn: str, name: str = "x") -> None:
     if not isinstance(n_spatial, int) or not 1 <= n_spatial <= 3:
         raise ValueError(f"{fn}: n_spatial must be 1, 2 or 3, got {n_spatial!r}")
@@ -51,8 +52,12 @@ def wasserstein1(a: torch.Tensor, b: torch.Tensor) -> float:
     if a.numel() == 0 or b.numel() == 0:
         raise ValueError(f"wasserstein1: both sets need values, got {a.numel()} and {b.numel()}")
     na, nb = a.numel(), b.numel()
-    q = torch.cat([torch.arange(1, na + 1, dtype=torch.float64, device=a.device) / na,
-                   torch.arange(1, nb + 1, dtype=torch.float64, device=a.device) / nb])
+    q = torch.cat(
+        [
+            torch.arange(1, na + 1, dtype=torch.float64, device=a.device) / na,
+            torch.arange(1, nb + 1, dtype=torch.float64, device=a.device) / nb,
+        ]
+    )
     q = torch.unique(q)  # sorted breakpoints of both step functions, ending at 1
     width = torch.diff(q, prepend=q.new_zeros(1))
     mid = q - width / 2
@@ -94,7 +99,9 @@ def statistics_distances(a: torch.Tensor, b: torch.Tensor, n_spatial: int, *, en
     _check_n_spatial(n_spatial, a.ndim, "statistics_distances", "a")
     _check_n_spatial(n_spatial, b.ndim, "statistics_distances", "b")
     if a.shape[-n_spatial:] != b.shape[-n_spatial:]:
-        raise ValueError(f"statistics_distances: a has the grid {tuple(a.shape[-n_spatial:])}, b {tuple(b.shape[-n_spatial:])}; they must match")
+        raise ValueError(
+            f"statistics_distances: a has the grid {tuple(a.shape[-n_spatial:])}, b {tuple(b.shape[-n_spatial:])}; they must match"
+        )
     sa, sb = field_statistics(a, n_spatial), field_statistics(b, n_spatial)
     if not 0 <= energy_floor < 1:
         raise ValueError(f"statistics_distances: energy_floor must be in [0, 1), got {energy_floor}")
@@ -129,7 +136,9 @@ def nearest_distance(x: torch.Tensor, reference: torch.Tensor, n_spatial: int, *
     _check_n_spatial(n_spatial, reference.ndim, "nearest_distance", "reference")
     space = tuple(x.shape[-n_spatial:])
     if tuple(reference.shape[-n_spatial:]) != space:
-        raise ValueError(f"nearest_distance: x has the grid {space}, reference {tuple(reference.shape[-n_spatial:])}; they must match")
+        raise ValueError(
+            f"nearest_distance: x has the grid {space}, reference {tuple(reference.shape[-n_spatial:])}; they must match"
+        )
     dims = tuple(range(-n_spatial, 0))
     x = x.detach().float().reshape(-1, *space)
     ref = reference.detach().float().reshape(-1, *space).to(x.device)

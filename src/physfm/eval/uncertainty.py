@@ -45,8 +45,9 @@ class Interval(NamedTuple):
         return f"{self.estimate:+.1f}% [{self.low:+.1f}, {self.high:+.1f}]"
 
 
-def paired_reduction(errors: np.ndarray, baseline: np.ndarray, *, n_boot: int = 4000, level: float = 0.95,
-                     seed: int = 0) -> Interval:
+def paired_reduction(
+    errors: np.ndarray, baseline: np.ndarray, *, n_boot: int = 4000, level: float = 0.95, seed: int = 0
+) -> Interval:
     """The reduction ``100 * (1 - mean(errors) / mean(baseline))`` in percent with its bootstrap interval.
 
     Args:
@@ -59,7 +60,9 @@ def paired_reduction(errors: np.ndarray, baseline: np.ndarray, *, n_boot: int = 
     """
     a, b = np.atleast_2d(np.asarray(errors, dtype=np.float64)), np.atleast_2d(np.asarray(baseline, dtype=np.float64))
     if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"paired_reduction: errors {a.shape} and baseline {b.shape} must be paired (seeds, windows) arrays of one shape")
+        raise ValueError(
+            f"paired_reduction: errors {a.shape} and baseline {b.shape} must be paired (seeds, windows) arrays of one shape"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("paired_reduction: errors and baseline must be finite (a run that did not reach this step?)")
     if not 0 < level < 1:

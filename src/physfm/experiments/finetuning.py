@@ -78,16 +78,19 @@ class Arm:
     skips: bool
 
 
-ARMS: dict[str, Arm] = {a.name: a for a in (
-    Arm("frozen", "frozen + transform + skips", "frozen", True, True),
-    Arm("lora_transform_skips", "LoRA + transform + skips", "lora", True, True),
-    Arm("full", "full fine-tuning", "full", True, True),
-    Arm("lora", "LoRA only", "lora", False, False),
-    Arm("transform", "transform only", "frozen", True, False),
-    Arm("skips", "skips only", "frozen", False, True),
-    Arm("lora_transform", "LoRA + transform", "lora", True, False),
-    Arm("lora_skips", "LoRA + skips", "lora", False, True),
-)}
+ARMS: dict[str, Arm] = {
+    a.name: a
+    for a in (
+        Arm("frozen", "frozen + transform + skips", "frozen", True, True),
+        Arm("lora_transform_skips", "LoRA + transform + skips", "lora", True, True),
+        Arm("full", "full fine-tuning", "full", True, True),
+        Arm("lora", "LoRA only", "lora", False, False),
+        Arm("transform", "transform only", "frozen", True, False),
+        Arm("skips", "skips only", "frozen", False, True),
+        Arm("lora_transform", "LoRA + transform", "lora", True, False),
+        Arm("lora_skips", "LoRA + skips", "lora", False, True),
+    )
+}
 
 
 def pretrained_tokeniser(pre: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True):
@@ -99,7 +102,9 @@ def pretrained_tokeniser(pre: Mapping[str, Any], *, device: torch.device | str =
     return tok, curves, [s for s in specs(pre["systems"]) if s != pre["target"]]
 
 
-def build(arm: Arm | str, tokeniser: Tokeniser, fields: int, cfg: Mapping[str, Any], *, stride: int, seed: int = 0) -> AutoencoderDynamics:
+def build(
+    arm: Arm | str, tokeniser: Tokeniser, fields: int, cfg: Mapping[str, Any], *, stride: int, seed: int = 0
+) -> AutoencoderDynamics:
     """The model of ``arm`` around a copy of ``tokeniser``; ``seed`` sets the initial LoRA factors
     and the transform's weights (``seed_for("adapters", seed)``)."""
     if isinstance(arm, str):
@@ -107,9 +112,18 @@ def build(arm: Arm | str, tokeniser: Tokeniser, fields: int, cfg: Mapping[str, A
             raise ValueError(f"build: unknown arm {arm!r}; choose from {list(ARMS)}")
         arm = ARMS[arm]
     torch.manual_seed(seed_for("adapters", seed))
-    return AutoencoderDynamics(copy.deepcopy(tokeniser), fields, stride=stride, adapt=arm.adapt, rank=cfg["rank"],
-                               transform=arm.transform, skips=arm.skips, width=cfg["width"], blocks=cfg["transform_blocks"],
-                               generator=torch.Generator().manual_seed(seed_for("lora", seed)))
+    return AutoencoderDynamics(
+        copy.deepcopy(tokeniser),
+        fields,
+        stride=stride,
+        adapt=arm.adapt,
+        rank=cfg["rank"],
+        transform=arm.transform,
+        skips=arm.skips,
+        width=cfg["width"],
+        blocks=cfg["transform_blocks"],
+        generator=torch.Generator().manual_seed(seed_for("lora", seed)),
+    )
 
 
 # -- the jobs --------------------------------------------------------------------------------
@@ -121,8 +135,13 @@ def _share(cfg, pre, tokeniser: tuple[Any, dict], data: Mapping[str, tuple[torch
     tok = Tokeniser(tokeniser[0])
     tok.load_state_dict(tokeniser[1])
     _SHARED.clear()
-    _SHARED.update(cfg=dict(cfg), pre=dict(pre), tokeniser=tok.to(device), device=device,
-                   data={k: (t.to(device), e.to(device)) for k, (t, e) in data.items()})
+    _SHARED.update(
+        cfg=dict(cfg),
+        pre=dict(pre),
+        tokeniser=tok.to(device),
+        device=device,
+        data={k: (t.to(device), e.to(device)) for k, (t, e) in data.items()},
+    )
 
 
 def _job(job: Job) -> xr.Dataset:
@@ -132,19 +151,41 @@ def _job(job: Job) -> xr.Dataset:
     model = build(arm, _SHARED["tokeniser"], train_set.shape[1], cfg, stride=pre["stride"], seed=job.seed).to(device)
     tc = TrainConfig(steps=cfg["dyn_steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
     batches = streams.epoch_batches(train_set, pre["window"], cfg["dyn_steps"], cfg["batch"], seed_for("order", job.seed))
-    curves = train(model, lambda m, b, rng: m.loss(b), batches, tc, evaluate=data.scores, desc=harness.describe_job(job),
-                   progress=False, checkpoint=harness.checkpoint_path(job))
+    curves = train(
+        model,
+        lambda m, b, rng: m.loss(b),
+        batches,
+        tc,
+        evaluate=data.scores,
+        desc=harness.describe_job(job),
+        progress=False,
+        checkpoint=harness.checkpoint_path(job),
+    )
     model.eval()
     levels = len(SkipScales.levels)
     return harness.job_dataset(
-        curves, rollout=data.rollout(model.rollout), trainable=count_parameters(model)[0],
+        curves,
+        rollout=data.rollout(model.rollout),
+        trainable=count_parameters(model)[0],
         scale=model.transform.scale.item() if model.transform is not None else np.nan,
-        skip_scale=(("level",), model.skips.scales.detach().cpu().numpy() if model.skips is not None else np.full(levels, np.nan)))
+        skip_scale=(
+            ("level",),
+            model.skips.scales.detach().cpu().numpy() if model.skips is not None else np.full(levels, np.nan),
+        ),
+    )
 
 
-def run(cfg: Mapping[str, Any], pre: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
-        arms: Sequence[str] | None = None, tokeniser: Tokeniser | None = None, workers: int | None = None,
-        folder: str | None = None) -> xr.Dataset:
+def run(
+    cfg: Mapping[str, Any],
+    pre: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    arms: Sequence[str] | None = None,
+    tokeniser: Tokeniser | None = None,
+    workers: int | None = None,
+    folder: str | None = None,
+) -> xr.Dataset:
     """Run the fine-tuning comparison of ``cfg`` (the ``finetuning`` preset) with the tokeniser
     and data of ``pre`` (the ``pretraining`` preset at the same profile).
 
@@ -164,10 +205,14 @@ def run(cfg: Mapping[str, Any], pre: Mapping[str, Any], *, device: torch.device 
     if unknown or not arms:
         raise ValueError(f"run: unknown arms {unknown or arms}; choose from {list(ARMS)}")
     if cfg["eval_every"] < 1 or cfg["dyn_steps"] < 1:
-        raise ValueError(f"run: dyn_steps and eval_every must be >= 1, got dyn_steps={cfg['dyn_steps']}, eval_every={cfg['eval_every']}")
+        raise ValueError(
+            f"run: dyn_steps and eval_every must be >= 1, got dyn_steps={cfg['dyn_steps']}, eval_every={cfg['eval_every']}"
+        )
     if cfg["context"] + cfg["rollout_steps"] > pre["frames"]:
-        raise ValueError(f"run: context + rollout_steps = {cfg['context'] + cfg['rollout_steps']} must not exceed "
-                         f"the {pre['frames']} frames of a trajectory")
+        raise ValueError(
+            f"run: context + rollout_steps = {cfg['context'] + cfg['rollout_steps']} must not exceed "
+            f"the {pre['frames']} frames of a trajectory"
+        )
     all_specs = specs(pre["systems"])
     others = [s for s in all_specs if s != pre["target"]]
     if cfg["seen"] not in others:
@@ -182,26 +227,53 @@ def run(cfg: Mapping[str, Any], pre: Mapping[str, Any], *, device: torch.device 
     shape = (pre["grid"],) * 2
     data, buffers = {}, []
     for name in names:
-        train_set, buf = streams.held_out_trajectories(all_specs[name], shape=shape, frames=pre["frames"],
-                                                       n=cfg["train_trajectories"], purpose="train")
+        train_set, buf = streams.held_out_trajectories(
+            all_specs[name], shape=shape, frames=pre["frames"], n=cfg["train_trajectories"], purpose="train"
+        )
         buffers.append(buf)
-        data[name] = (train_set, harness.eval_data(all_specs[name], shape=shape, frames=pre["frames"], window=pre["window"],
-                                                   n_windows=cfg["val_windows"], context=cfg["context"],
-                                                   steps=cfg["rollout_steps"], n_rollouts=cfg["val_rollouts"]))
+        data[name] = (
+            train_set,
+            harness.eval_data(
+                all_specs[name],
+                shape=shape,
+                frames=pre["frames"],
+                window=pre["window"],
+                n_windows=cfg["val_windows"],
+                context=cfg["context"],
+                steps=cfg["rollout_steps"],
+                n_rollouts=cfg["val_rollouts"],
+            ),
+        )
     jobs = [Job(a, s, system=n) for n in names for s in cfg["seeds"] for a in arms]
     state = (tokeniser.config, {k: v.cpu() for k, v in tokeniser.state_dict().items()})
     share = (dict(cfg), dict(pre), state, data, device)
     if workers == 1:
         _share(*share)
-    results = harness.run_jobs(_job, jobs, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
-                               folder=folder, desc=f"{len(jobs)} fine-tuning runs", progress=progress)
+    results = harness.run_jobs(
+        _job,
+        jobs,
+        workers=workers,
+        initializer=None if workers == 1 else _share,
+        initargs=share,
+        folder=folder,
+        desc=f"{len(jobs)} fine-tuning runs",
+        progress=progress,
+    )
     _SHARED.clear()
     baselines = xr.concat([data[n][1].baselines() for n in names], dim=xr.DataArray(names, dims="system"))
     drops = streams.drop_summary(buffers)
-    ds = harness.collect(results, baselines=baselines, attrs={
-        "pretrained_on": ", ".join(others), "tokeniser_parameters": int(count_parameters(tokeniser)[1]),
-        "seconds": time.perf_counter() - start, "workers": workers,
-        **{f"dropped_{k}": int(v["dropped"]) for k, v in drops.items()}, **{f"drop_rate_{k}": float(v["rate"]) for k, v in drops.items()}})
+    ds = harness.collect(
+        results,
+        baselines=baselines,
+        attrs={
+            "pretrained_on": ", ".join(others),
+            "tokeniser_parameters": int(count_parameters(tokeniser)[1]),
+            "seconds": time.perf_counter() - start,
+            "workers": workers,
+            **{f"dropped_{k}": int(v["dropped"]) for k, v in drops.items()},
+            **{f"drop_rate_{k}": float(v["rate"]) for k, v in drops.items()},
+        },
+    )
     ds = ds.assign_coords(seen=("system", [n in others for n in ds.system.values]), level=list(SkipScales.levels))
     ds["trainable"] = ds.trainable.isel(seed=0, drop=True)
     return ds
@@ -213,9 +285,19 @@ def summary(ds: xr.Dataset) -> xr.Dataset:
     last = ds.isel(eval_step=-1)
     roll = ds.rollout_vrmse.mean("lead")
     ddof = 1 if ds.sizes["seed"] > 1 else 0
-    return xr.Dataset({
-        "vrmse_mean": last.vrmse.mean("seed"), "vrmse_std": last.vrmse.std("seed", ddof=ddof),
-        "nmse_mean": last.nmse.mean("seed"), "nmse_std": last.nmse.std("seed", ddof=ddof),
-        "rollout_mean": roll.mean("seed"), "rollout_std": roll.std("seed", ddof=ddof),
-        "trainable": ds.trainable, "start_vrmse": ds.vrmse.isel(eval_step=0, drop=True).mean("seed"),
-    }).drop_vars("eval_step").assign_attrs(eval_step=int(last.eval_step))
+    return (
+        xr.Dataset(
+            {
+                "vrmse_mean": last.vrmse.mean("seed"),
+                "vrmse_std": last.vrmse.std("seed", ddof=ddof),
+                "nmse_mean": last.nmse.mean("seed"),
+                "nmse_std": last.nmse.std("seed", ddof=ddof),
+                "rollout_mean": roll.mean("seed"),
+                "rollout_std": roll.std("seed", ddof=ddof),
+                "trainable": ds.trainable,
+                "start_vrmse": ds.vrmse.isel(eval_step=0, drop=True).mean("seed"),
+            }
+        )
+        .drop_vars("eval_step")
+        .assign_attrs(eval_step=int(last.eval_step))
+    )

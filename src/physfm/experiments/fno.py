@@ -42,8 +42,20 @@ from physfm.profiles import resolve
 from physfm.runtime import seed_for
 from physfm.training import TrainConfig, pretrain_tokeniser, tokeniser_config, train
 
-__all__ = ["BURGERS", "HORIZON", "invariance", "burgers_pairs", "operator_model", "run_operator",
-           "tokeniser", "decoder_crops", "decoder_model", "run_decoder", "high_energy_fraction", "summary"]
+__all__ = [
+    "BURGERS",
+    "HORIZON",
+    "invariance",
+    "burgers_pairs",
+    "operator_model",
+    "run_operator",
+    "tokeniser",
+    "decoder_crops",
+    "decoder_model",
+    "run_decoder",
+    "high_energy_fraction",
+    "summary",
+]
 
 #: the operator-learning system: 2D viscous Burgers at a fixed viscosity
 BURGERS = SystemSpec("burgers", ranges={"nu": 0.05})
@@ -54,8 +66,9 @@ HORIZON = (0.01, 50)
 # -- 1. the same function on every grid ----------------------------------------------------------
 
 
-def invariance(sizes: Sequence[int] = (16, 32, 64, 128), *, modes: int = 8, seed: int = 0,
-               device: torch.device | str = "cpu") -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], float]:
+def invariance(
+    sizes: Sequence[int] = (16, 32, 64, 128), *, modes: int = 8, seed: int = 0, device: torch.device | str = "cpu"
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], float]:
     """A random :class:`~physfm.nn.fno.SpectralConv` (``modes`` per axis, weights from
     ``seed_for("init", seed)``) applied to one smooth field (``seed_for("field", seed)``) band-limited
     to the smallest grid and sampled on every grid of ``sizes``.
@@ -81,8 +94,9 @@ def invariance(sizes: Sequence[int] = (16, 32, 64, 128), *, modes: int = 8, seed
 # -- 2. an operator learnt on one grid, tested on others -----------------------------------------
 
 
-def burgers_pairs(n: int, grid: int, sizes: Sequence[int], generator: torch.Generator,
-                  device: torch.device | str = "cpu") -> dict[int, torch.Tensor]:
+def burgers_pairs(
+    n: int, grid: int, sizes: Sequence[int], generator: torch.Generator, device: torch.device | str = "cpu"
+) -> dict[int, torch.Tensor]:
     """``n`` pairs of :data:`BURGERS` on every grid of ``sizes``: initial states drawn on ``grid``
     (so band-limited to it), spectrally resampled to each size and solved there for
     :data:`HORIZON`. Returns size -> windows ``(n, 2 fields, 2 times, m, m)`` (float32)."""
@@ -115,8 +129,9 @@ def run_operator(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", 
     """
     seed = int(cfg["seed"])
     grids = [cfg["grid"], 2 * cfg["grid"], 4 * cfg["grid"]]
-    train_w = burgers_pairs(cfg["n_train"], cfg["grid"], [cfg["grid"]], torch.Generator().manual_seed(seed_for("train", seed)),
-                            device)[cfg["grid"]]
+    train_w = burgers_pairs(
+        cfg["n_train"], cfg["grid"], [cfg["grid"]], torch.Generator().manual_seed(seed_for("train", seed)), device
+    )[cfg["grid"]]
     test_w = burgers_pairs(cfg["n_test"], cfg["grid"], grids, torch.Generator().manual_seed(seed_for("test", seed)), device)
     model = operator_model(cfg).to(device)
 
@@ -130,24 +145,34 @@ def run_operator(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", 
 
     loss = lambda m, w, rng: (m(w[:, :, 0]) - w[:, :, 1]).square().mean()  # noqa: E731
     steps = cfg["steps"]
-    curves = train(model, loss, batches(), TrainConfig(steps=steps, lr=3e-3, warmup=min(20, steps // 5),
-                                                         eval_every=max(1, steps // 10), seed=seed),
-                   evaluate=lambda m: {"test_vrmse": forecast.next_frame_scores(predict(m), test_w[cfg["grid"]])["vrmse"]},
-                   desc="FNO on Burgers", progress=progress)
+    curves = train(
+        model,
+        loss,
+        batches(),
+        TrainConfig(steps=steps, lr=3e-3, warmup=min(20, steps // 5), eval_every=max(1, steps // 10), seed=seed),
+        evaluate=lambda m: {"test_vrmse": forecast.next_frame_scores(predict(m), test_w[cfg["grid"]])["vrmse"]},
+        desc="FNO on Burgers",
+        progress=progress,
+    )
     model.eval()
     scores = {m: forecast.next_frame_scores(predict(model), w) for m, w in test_w.items()}
     big = test_w[grids[-1]][:1]
     with torch.no_grad():
         pred = model(big[:, :, 0])
     return xr.Dataset(
-        {"vrmse": ("grid", [float(s["vrmse"]) for s in scores.values()]),
-         "nmse": (("grid", "band"), np.stack([s["nmse"].cpu().numpy() for s in scores.values()])),
-         "persistence_vrmse": ("grid", [float(forecast.persistence_vrmse(w)) for w in test_w.values()]),
-         "test_vrmse": curves.test_vrmse, "loss": curves.loss,
-         "example_initial": (("y", "x"), big[0, 0, 0].cpu().numpy()), "example_truth": (("y", "x"), big[0, 0, 1].cpu().numpy()),
-         "example_prediction": (("y", "x"), pred[0, 0].cpu().numpy())},
+        {
+            "vrmse": ("grid", [float(s["vrmse"]) for s in scores.values()]),
+            "nmse": (("grid", "band"), np.stack([s["nmse"].cpu().numpy() for s in scores.values()])),
+            "persistence_vrmse": ("grid", [float(forecast.persistence_vrmse(w)) for w in test_w.values()]),
+            "test_vrmse": curves.test_vrmse,
+            "loss": curves.loss,
+            "example_initial": (("y", "x"), big[0, 0, 0].cpu().numpy()),
+            "example_truth": (("y", "x"), big[0, 0, 1].cpu().numpy()),
+            "example_prediction": (("y", "x"), pred[0, 0].cpu().numpy()),
+        },
         coords={"grid": grids, "band": list(spectral.BANDS)},
-        attrs={"train_grid": int(cfg["grid"]), "seconds": float(curves.attrs["seconds"])})
+        attrs={"train_grid": int(cfg["grid"]), "seconds": float(curves.attrs["seconds"])},
+    )
 
 
 # -- 3. the FNO decoder of tokeniser latents -----------------------------------------------------
@@ -161,8 +186,9 @@ def tokeniser(profile: str, *, device: torch.device | str = "cpu", progress: boo
     return tok.to(device).eval().requires_grad_(False), dict(tok_cfg)
 
 
-def decoder_crops(tok_cfg: Mapping[str, Any], n: int, *, per_system: int, purpose: str, seed: int = 0,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def decoder_crops(
+    tok_cfg: Mapping[str, Any], n: int, *, per_system: int, purpose: str, seed: int = 0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """``n`` single-channel crops ``(n, 1, crop_t, 2 crop, 2 crop)`` of the tokeniser's systems on a
     grid twice the tokeniser's, from ``per_system`` trajectories of each system drawn from the
     stream ``seed_for(purpose, seed)``, normalised with the statistics of each system at the
@@ -171,9 +197,18 @@ def decoder_crops(tok_cfg: Mapping[str, Any], n: int, *, per_system: int, purpos
     grid, frames = tok_cfg["grid"], tok_cfg["frames"]
     stats = {name: system_stats(sp, (grid, grid), frames, device=device) for name, sp in systems.items()}
     fine = 2 * tok_cfg["crop"]
-    stream = streams.CropStream(list(systems.values()), shape=(2 * grid,) * 2, frames=frames, crop=(tok_cfg["crop_t"], fine, fine),
-                                size=len(systems) * per_system, chunk=per_system, refresh=0.0, seed=seed_for(purpose, seed),
-                                device=device, stats=stats)
+    stream = streams.CropStream(
+        list(systems.values()),
+        shape=(2 * grid,) * 2,
+        frames=frames,
+        crop=(tok_cfg["crop_t"], fine, fine),
+        size=len(systems) * per_system,
+        chunk=per_system,
+        refresh=0.0,
+        seed=seed_for(purpose, seed),
+        device=device,
+        stats=stats,
+    )
     return streams.take(stream, n)
 
 
@@ -192,8 +227,14 @@ def high_energy_fraction(x: torch.Tensor, cutoff: int) -> float:
     return float(energy[m > cutoff].sum() / energy.sum())
 
 
-def run_decoder(cfg: Mapping[str, Any], tok: Tokeniser, tok_cfg: Mapping[str, Any], *, device: torch.device | str = "cpu",
-                progress: bool = True) -> xr.Dataset:
+def run_decoder(
+    cfg: Mapping[str, Any],
+    tok: Tokeniser,
+    tok_cfg: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> xr.Dataset:
     """Train an FNO decoder of ``tok``'s latents on the coarse grid and evaluate it on both grids.
 
     Returns:
@@ -225,8 +266,14 @@ def run_decoder(cfg: Mapping[str, Any], tok: Tokeniser, tok_cfg: Mapping[str, An
 
     loss = lambda m, b, rng: (m(b[0], (coarse, coarse)) - b[1]).square().mean()  # noqa: E731
     steps = cfg["decoder_steps"]
-    curves = train(model, loss, batches(), TrainConfig(steps=steps, lr=3e-3, warmup=min(20, steps // 5), seed=seed),
-                   desc="FNO decoder", progress=progress)
+    curves = train(
+        model,
+        loss,
+        batches(),
+        TrainConfig(steps=steps, lr=3e-3, warmup=min(20, steps // 5), seed=seed),
+        desc="FNO decoder",
+        progress=progress,
+    )
     model.eval()
     with torch.no_grad():
         dec_coarse = model(z_test, (coarse, coarse))
@@ -237,19 +284,41 @@ def run_decoder(cfg: Mapping[str, Any], tok: Tokeniser, tok_cfg: Mapping[str, An
     cutoff = coarse // 2
     last = lambda x: x[:, 0, -1].cpu().numpy()  # noqa: E731
     return xr.Dataset(
-        {"vrmse": ("decoder", [vr(conv_coarse, crops_test), vr(dec_coarse, crops_test), vr(dec_fine, fine_test), vr(interp, fine_test)]),
-         "high_fraction": ("set", [high_energy_fraction(x[:, 0], cutoff) for x in (fine_test, dec_fine, interp)]),
-         "truth_fine": (("crop", "yf", "xf"), last(fine_test)), "fno_fine_fields": (("crop", "yf", "xf"), last(dec_fine)),
-         "truth_coarse": (("crop", "yc", "xc"), last(crops_test)), "fno_coarse_fields": (("crop", "yc", "xc"), last(dec_coarse)),
-         "loss": curves.loss},
-        coords={"decoder": ["conv_coarse", "fno_coarse", "fno_fine", "interpolated"], "set": ["truth", "fno_fine", "interpolated"]},
-        attrs={"coarse": int(coarse), "fine": int(fine), "latent_shape": str(tuple(z_test.shape[1:])),
-               "train_crops": int(len(z_train)), "test_crops": int(len(z_test)), "seconds": float(curves.attrs["seconds"])})
+        {
+            "vrmse": (
+                "decoder",
+                [vr(conv_coarse, crops_test), vr(dec_coarse, crops_test), vr(dec_fine, fine_test), vr(interp, fine_test)],
+            ),
+            "high_fraction": ("set", [high_energy_fraction(x[:, 0], cutoff) for x in (fine_test, dec_fine, interp)]),
+            "truth_fine": (("crop", "yf", "xf"), last(fine_test)),
+            "fno_fine_fields": (("crop", "yf", "xf"), last(dec_fine)),
+            "truth_coarse": (("crop", "yc", "xc"), last(crops_test)),
+            "fno_coarse_fields": (("crop", "yc", "xc"), last(dec_coarse)),
+            "loss": curves.loss,
+        },
+        coords={
+            "decoder": ["conv_coarse", "fno_coarse", "fno_fine", "interpolated"],
+            "set": ["truth", "fno_fine", "interpolated"],
+        },
+        attrs={
+            "coarse": int(coarse),
+            "fine": int(fine),
+            "latent_shape": str(tuple(z_test.shape[1:])),
+            "train_crops": int(len(z_train)),
+            "test_crops": int(len(z_test)),
+            "seconds": float(curves.attrs["seconds"]),
+        },
+    )
 
 
 def summary(operator: xr.Dataset) -> xr.Dataset:
     """The operator-learning table: per test grid the FNO's VRMSE, persistence's, and the FNO's
     error relative to the one on the training grid."""
     v = operator.vrmse
-    return xr.Dataset({"fno_vrmse": v, "persistence_vrmse": operator.persistence_vrmse,
-                       "relative_to_training_grid": v / v.sel(grid=operator.attrs["train_grid"])})
+    return xr.Dataset(
+        {
+            "fno_vrmse": v,
+            "persistence_vrmse": operator.persistence_vrmse,
+            "relative_to_training_grid": v / v.sel(grid=operator.attrs["train_grid"]),
+        }
+    )

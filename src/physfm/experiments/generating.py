@@ -54,12 +54,16 @@ from physfm.profiles import resolve
 from physfm.runtime import seed_for
 from physfm.training import TrainConfig, pretrain_tokeniser, tokeniser_config, train
 
-__all__ = ["SETS", "STATISTICS", "tokeniser", "true_fields", "LatentSpace", "velocity_model", "train_velocity",
-           "run", "summary"]
+__all__ = ["SETS", "STATISTICS", "tokeniser", "true_fields", "LatentSpace", "velocity_model", "train_velocity", "run", "summary"]
 
 #: the sets judged against truth A, in the order of the table
-SETS = ("truth B (the floor)", "flow matching", "truth B, through the tokeniser", "latent noise, decoded",
-        "Gaussian, matched spectrum")
+SETS = (
+    "truth B (the floor)",
+    "flow matching",
+    "truth B, through the tokeniser",
+    "latent noise, decoded",
+    "Gaussian, matched spectrum",
+)
 STATISTICS = ("spectrum", "values", "correlation")
 
 
@@ -78,8 +82,15 @@ def _field_index(cfg: Mapping[str, Any]) -> int:
     return names.index(cfg["field"])
 
 
-def true_fields(cfg: Mapping[str, Any], n: int, purpose: str, *, every_frame: bool, stats_frames: int | None = None,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+def true_fields(
+    cfg: Mapping[str, Any],
+    n: int,
+    purpose: str,
+    *,
+    every_frame: bool,
+    stats_frames: int | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Fields ``cfg["field"]`` of ``n`` trajectories of ``cfg["system"]`` from the stream
     ``seed_for(purpose, seed)``, normalised with the system's statistics (estimated over
     ``stats_frames`` frames, default ``cfg["frames"]``): every frame ``(n * frames, grid, grid)``, or
@@ -87,8 +98,9 @@ def true_fields(cfg: Mapping[str, Any], n: int, purpose: str, *, every_frame: bo
     seed = int(cfg["seed"])
     spec, shape, frames = SystemSpec(cfg["system"]), (cfg["grid"],) * 2, cfg["frames"]
     stats = system_stats(spec, shape, stats_frames or frames, device=device)
-    traj, _ = streams.held_out_trajectories(spec, shape=shape, frames=frames, n=n, seed=seed, purpose=purpose,
-                                            device=device, stats=stats)
+    traj, _ = streams.held_out_trajectories(
+        spec, shape=shape, frames=frames, n=n, seed=seed, purpose=purpose, device=device, stats=stats
+    )
     x = traj[:, _field_index(cfg)]  # (n, frames, grid, grid)
     if every_frame:
         return rearrange(x, "n t h w -> (n t) h w")
@@ -111,8 +123,9 @@ class LatentSpace:
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3:
             raise ValueError(f"LatentSpace.encode: fields must be (n, H, W), got shape {tuple(x.shape)}")
-        return torch.cat([self.tok.encode(rearrange(c, "n h w -> n 1 1 h w"), self.stride, 1)[:, :, 0]
-                          for c in x.split(self.chunk)])
+        return torch.cat(
+            [self.tok.encode(rearrange(c, "n h w -> n 1 1 h w"), self.stride, 1)[:, :, 0] for c in x.split(self.chunk)]
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Fields ``(n, H, W)`` -> standardised latents."""
@@ -122,8 +135,12 @@ class LatentSpace:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Standardised latents -> fields ``(n, H, W)``."""
         z = z.to(self.mean.device) * self.std + self.mean
-        return torch.cat([self.tok.decode(rearrange(c, "n c h w -> n c 1 h w"), self.stride, 1, frames=1)[:, 0, 0]
-                          for c in z.split(self.chunk)])
+        return torch.cat(
+            [
+                self.tok.decode(rearrange(c, "n c h w -> n c 1 h w"), self.stride, 1, frames=1)[:, 0, 0]
+                for c in z.split(self.chunk)
+            ]
+        )
 
 
 def velocity_model(cfg: Mapping[str, Any], channels: int) -> flow.VelocityNet:
@@ -132,8 +149,9 @@ def velocity_model(cfg: Mapping[str, Any], channels: int) -> flow.VelocityNet:
     return flow.VelocityNet(channels, width=cfg["width"], blocks=cfg["blocks"], spatial_dims=2)
 
 
-def train_velocity(cfg: Mapping[str, Any], net: flow.VelocityNet, data: torch.Tensor, held: torch.Tensor, *,
-                   progress: bool = True) -> xr.Dataset:
+def train_velocity(
+    cfg: Mapping[str, Any], net: flow.VelocityNet, data: torch.Tensor, held: torch.Tensor, *, progress: bool = True
+) -> xr.Dataset:
     """Train ``net`` on the flow-matching loss over the latents ``data`` for ``cfg["steps"]``
     steps; the held-out loss is the same loss on ``held`` with fixed noise and times."""
     seed = int(cfg["seed"])
@@ -144,16 +162,38 @@ def train_velocity(cfg: Mapping[str, Any], net: flow.VelocityNet, data: torch.Te
             yield data[torch.randint(len(data), (cfg["batch"],), generator=g).to(data.device)]
 
     def evaluate(m):
-        return {"held_out_loss": flow.flow_matching_loss(m, held, generator=torch.Generator().manual_seed(seed_for("held_out", seed)))}
+        return {
+            "held_out_loss": flow.flow_matching_loss(m, held, generator=torch.Generator().manual_seed(seed_for("held_out", seed)))
+        }
 
-    tc = TrainConfig(steps=cfg["steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=max(1, cfg["steps"] // 10),
-                     seed=seed_for("noise", seed))
-    return train(net, lambda m, b, rng: flow.flow_matching_loss(m, b, generator=rng), batches(), tc, evaluate=evaluate,
-                 desc="flow matching", progress=progress)
+    tc = TrainConfig(
+        steps=cfg["steps"],
+        lr=cfg["lr"],
+        warmup=cfg["warmup"],
+        eval_every=max(1, cfg["steps"] // 10),
+        seed=seed_for("noise", seed),
+    )
+    return train(
+        net,
+        lambda m, b, rng: flow.flow_matching_loss(m, b, generator=rng),
+        batches(),
+        tc,
+        evaluate=evaluate,
+        desc="flow matching",
+        progress=progress,
+    )
 
 
-def run(cfg: Mapping[str, Any], *, tok: Tokeniser | None = None, tok_cfg: Mapping[str, Any] | None = None,
-        device: torch.device | str = "cpu", progress: bool = True, path_times: int = 5, path_samples: int = 2) -> xr.Dataset:
+def run(
+    cfg: Mapping[str, Any],
+    *,
+    tok: Tokeniser | None = None,
+    tok_cfg: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    path_times: int = 5,
+    path_samples: int = 2,
+) -> xr.Dataset:
     """The whole experiment of ``cfg`` (the ``generating`` preset).
 
     Args:
@@ -197,14 +237,16 @@ def run(cfg: Mapping[str, Any], *, tok: Tokeniser | None = None, tok_cfg: Mappin
     t0 = time.perf_counter()
     shape = (cfg["n_eval"], *data.shape[1:])
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed_for("sample", seed)))
-    z_gen, z_path = flow.sample(net, shape, steps=cfg["sample_steps"], method=cfg["method"], noise=noise, device=device,
-                                return_path=True)
+    z_gen, z_path = flow.sample(
+        net, shape, steps=cfg["sample_steps"], method=cfg["method"], noise=noise, device=device, return_path=True
+    )
     samples = space.decode(z_gen)
     show = np.unique(np.linspace(0, cfg["sample_steps"], path_times).round().astype(int))
     path = torch.stack([space.decode(z_path[k, :path_samples]) for k in show], dim=1)  # (sample, time, H, W)
     latent_noise = space.decode(torch.randn(shape, generator=torch.Generator().manual_seed(seed_for("latent_noise", seed))))
-    gaussian = spectral.gaussian_random_field_like(train_fields.cpu(), 2, batch=cfg["n_eval"],
-                                                   generator=torch.Generator().manual_seed(seed_for("gaussian", seed))).to(samples.device)
+    gaussian = spectral.gaussian_random_field_like(
+        train_fields.cpu(), 2, batch=cfg["n_eval"], generator=torch.Generator().manual_seed(seed_for("gaussian", seed))
+    ).to(samples.device)
     clock["sampling"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -225,20 +267,33 @@ def run(cfg: Mapping[str, Any], *, tok: Tokeniser | None = None, tok_cfg: Mappin
 
     everything = {"truth A": truth_a, **sets}
     return xr.Dataset(
-        {"fields": (("set", "sample", "y", "x"), torch.stack([x.cpu() for x in everything.values()]).numpy()),
-         "distance": (("judged", "statistic"), dist),
-         "nearest": (("nearest_set", "sample"), nearest),
-         "by_steps": (("sampler", "steps"), by_steps),
-         "path": (("path_sample", "time", "y", "x"), path.cpu().numpy()),
-         "loss": curves.loss, "held_out_loss": curves.held_out_loss},
-        coords={"set": list(everything), "judged": list(SETS), "statistic": list(STATISTICS),
-                "nearest_set": list(nearest_sets), "sampler": list(flow.METHODS), "steps": step_counts,
-                "time": show / cfg["sample_steps"]},
-        attrs={**{f"seconds_{k.replace(' ', '_')}": float(v) for k, v in clock.items()},
-               "tokeniser_vrmse": float(metrics.vrmse(through_tok, truth_b, n_spatial=2).mean()),
-               "parameters": int(net.n_parameters()), "training_fields": int(len(train_fields)),
-               "compression": float(train_fields[0].numel() / data[0].numel()),
-               "latent_shape": str(tuple(data.shape[1:]))})
+        {
+            "fields": (("set", "sample", "y", "x"), torch.stack([x.cpu() for x in everything.values()]).numpy()),
+            "distance": (("judged", "statistic"), dist),
+            "nearest": (("nearest_set", "sample"), nearest),
+            "by_steps": (("sampler", "steps"), by_steps),
+            "path": (("path_sample", "time", "y", "x"), path.cpu().numpy()),
+            "loss": curves.loss,
+            "held_out_loss": curves.held_out_loss,
+        },
+        coords={
+            "set": list(everything),
+            "judged": list(SETS),
+            "statistic": list(STATISTICS),
+            "nearest_set": list(nearest_sets),
+            "sampler": list(flow.METHODS),
+            "steps": step_counts,
+            "time": show / cfg["sample_steps"],
+        },
+        attrs={
+            **{f"seconds_{k.replace(' ', '_')}": float(v) for k, v in clock.items()},
+            "tokeniser_vrmse": float(metrics.vrmse(through_tok, truth_b, n_spatial=2).mean()),
+            "parameters": int(net.n_parameters()),
+            "training_fields": int(len(train_fields)),
+            "compression": float(train_fields[0].numel() / data[0].numel()),
+            "latent_shape": str(tuple(data.shape[1:])),
+        },
+    )
 
 
 def summary(ds: xr.Dataset) -> xr.Dataset:

@@ -64,8 +64,19 @@ from physfm.runtime import (
     world_size,
 )
 
-__all__ = ["Job", "EvalData", "eval_data", "job_dataset", "run_jobs", "checkpoint_path", "inputs_digest", "collect",
-           "describe_job", "drop_counts", "STANDARD"]
+__all__ = [
+    "Job",
+    "EvalData",
+    "eval_data",
+    "job_dataset",
+    "run_jobs",
+    "checkpoint_path",
+    "inputs_digest",
+    "collect",
+    "describe_job",
+    "drop_counts",
+    "STANDARD",
+]
 
 STANDARD = ("vrmse", "nmse", "vrmse_window", "loss", "rollout_vrmse")
 
@@ -116,32 +127,60 @@ class EvalData:
     def baselines(self) -> xr.Dataset:
         """Persistence on the same data: ``persistence_vrmse`` and ``persistence_rollout_vrmse(lead)``."""
         roll = forecast.persistence_rollout_vrmse(self.trajectories, self.context, self.steps).cpu().numpy()
-        return xr.Dataset({"persistence_vrmse": ((), float(forecast.persistence_vrmse(self.windows))),
-                           "persistence_rollout_vrmse": (("lead",), roll)},
-                          coords={"lead": np.arange(1, self.steps + 1)})
+        return xr.Dataset(
+            {
+                "persistence_vrmse": ((), float(forecast.persistence_vrmse(self.windows))),
+                "persistence_rollout_vrmse": (("lead",), roll),
+            },
+            coords={"lead": np.arange(1, self.steps + 1)},
+        )
 
     def to(self, device: torch.device | str) -> EvalData:
-        return EvalData(self.system, self.windows.to(device), self.trajectories.to(device), self.context, self.steps,
-                        self.window_coefficients.to(device), self.trajectory_coefficients.to(device), self.interval, self.drops)
+        return EvalData(
+            self.system,
+            self.windows.to(device),
+            self.trajectories.to(device),
+            self.context,
+            self.steps,
+            self.window_coefficients.to(device),
+            self.trajectory_coefficients.to(device),
+            self.interval,
+            self.drops,
+        )
 
 
-def eval_data(system: str | Mapping | SystemSpec, *, shape: Sequence[int], frames: int, window: int, n_windows: int,
-              context: int, steps: int, n_rollouts: int, seed: int = 0, device: torch.device | str | None = None) -> EvalData:
+def eval_data(
+    system: str | Mapping | SystemSpec,
+    *,
+    shape: Sequence[int],
+    frames: int,
+    window: int,
+    n_windows: int,
+    context: int,
+    steps: int,
+    n_rollouts: int,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> EvalData:
     """Held-out data of ``system``: ``n_windows`` distinct validation windows, one at a random
     start of each trajectory of the stream ``seed_for("validation", seed)``, and ``n_rollouts``
     trajectories of the stream ``seed_for("rollout", seed)``, each cut to ``context + steps`` frames."""
     spec = SystemSpec.of(system)
     if context < 1 or steps < 1 or context + steps > frames:
-        raise ValueError(f"eval_data: need context >= 1, steps >= 1 and context + steps <= frames={frames}, "
-                         f"got context={context}, steps={steps}")
+        raise ValueError(
+            f"eval_data: need context >= 1, steps >= 1 and context + steps <= frames={frames}, "
+            f"got context={context}, steps={steps}"
+        )
     if not 2 <= window <= frames:
         raise ValueError(f"eval_data: window={window} must be between 2 and frames={frames}")
-    val, vbuf = streams.held_out_trajectories(spec, shape=shape, frames=frames, n=n_windows, seed=seed, purpose="validation",
-                                              device=device)
+    val, vbuf = streams.held_out_trajectories(
+        spec, shape=shape, frames=frames, n=n_windows, seed=seed, purpose="validation", device=device
+    )
     starts = torch.randint(frames - window + 1, (n_windows,), generator=vbuf.generator).tolist()
     windows = torch.stack([val[i, :, t0 : t0 + window] for i, t0 in enumerate(starts)])
-    roll, rbuf = streams.held_out_trajectories(spec, shape=shape, frames=frames, n=n_rollouts, seed=seed, purpose="rollout",
-                                               device=device)
+    roll, rbuf = streams.held_out_trajectories(
+        spec, shape=shape, frames=frames, n=n_rollouts, seed=seed, purpose="rollout", device=device
+    )
     d = len(shape)
 
     def scaled(buf):
@@ -149,8 +188,9 @@ def eval_data(system: str | Mapping | SystemSpec, *, shape: Sequence[int], frame
         return spec.scaled({k: torch.tensor([c[k] for c in buf.coefficients]) for k in names}, d).to(windows.device)
 
     drops = streams.drop_summary([vbuf, rbuf])[spec.name]
-    return EvalData(spec.name, windows, roll[:, :, : context + steps], context, steps, scaled(vbuf), scaled(rbuf),
-                    vbuf.interval(0), drops)
+    return EvalData(
+        spec.name, windows, roll[:, :, : context + steps], context, steps, scaled(vbuf), scaled(rbuf), vbuf.interval(0), drops
+    )
 
 
 def job_dataset(curves: xr.Dataset, *, rollout: np.ndarray | None = None, **extras: Any) -> xr.Dataset:
@@ -194,8 +234,9 @@ def _dims(jobs: Sequence[Job]) -> list[str]:
     return dims
 
 
-def collect(results: Mapping[Job, xr.Dataset], *, baselines: xr.Dataset | None = None,
-            attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+def collect(
+    results: Mapping[Job, xr.Dataset], *, baselines: xr.Dataset | None = None, attrs: Mapping[str, Any] | None = None
+) -> xr.Dataset:
     """Every job's dataset stacked along ``arm``, ``seed`` (and ``system``, ``regime`` where the jobs
     have them), in the order the jobs first name them; ``baselines`` (per system) and ``attrs``
     are added. Missing combinations and steps after a run's end are NaN."""
@@ -221,9 +262,17 @@ def collect(results: Mapping[Job, xr.Dataset], *, baselines: xr.Dataset | None =
     return out
 
 
-def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: int = 1,
-             initializer: Callable[..., None] | None = None, initargs: Sequence[Any] = (),
-             folder: str | os.PathLike | None = None, desc: str = "runs", progress: bool = True) -> dict[Job, xr.Dataset]:
+def run_jobs(
+    fn: Callable[[Job], xr.Dataset],
+    jobs: Sequence[Job],
+    *,
+    workers: int = 1,
+    initializer: Callable[..., None] | None = None,
+    initargs: Sequence[Any] = (),
+    folder: str | os.PathLike | None = None,
+    desc: str = "runs",
+    progress: bool = True,
+) -> dict[Job, xr.Dataset]:
     """``{job: fn(job)}`` for every job, shared out to the ranks of ``torchrun`` and, within a
     rank, to ``workers`` one-thread processes on a CPU.
 
@@ -271,20 +320,35 @@ def run_jobs(fn: Callable[[Job], xr.Dataset], jobs: Sequence[Job], *, workers: i
             else:
                 stale.append(job.key)
         if is_main_process() and (done or stale):
-            print(f"physfm: {desc}: {len(done)} of {len(jobs)} jobs already done in {folder}"
-                  + (f"; {len(stale)} saved from other inputs or code run again" if stale else ""), flush=True)
+            print(
+                f"physfm: {desc}: {len(done)} of {len(jobs)} jobs already done in {folder}"
+                + (f"; {len(stale)} saved from other inputs or code run again" if stale else ""),
+                flush=True,
+            )
     todo = [j for j in jobs if j not in done]
     sink = _Saver(fn, folder, digest) if folder is not None else fn
     if distributed():
         me, world = rank(), world_size()
         mine = todo[me::world]
         # one write, so that the lines of several ranks on one terminal do not mix
-        sys.stdout.write(f"physfm: {desc}: rank {me} of {world} runs {len(mine)} of {len(todo)} jobs: "
-                         + ", ".join(j.key for j in mine) + "\n")
+        sys.stdout.write(
+            f"physfm: {desc}: rank {me} of {world} runs {len(mine)} of {len(todo)} jobs: " + ", ".join(j.key for j in mine) + "\n"
+        )
         sys.stdout.flush()
         with alone():
-            outputs = map_jobs(sink, mine, workers=workers, initializer=initializer, initargs=initargs, desc=desc,
-                               progress=progress and me == 0) if mine else []
+            outputs = (
+                map_jobs(
+                    sink,
+                    mine,
+                    workers=workers,
+                    initializer=initializer,
+                    initargs=initargs,
+                    desc=desc,
+                    progress=progress and me == 0,
+                )
+                if mine
+                else []
+            )
         for part in gather_objects(dict(zip(mine, outputs))):
             done.update(part)
     elif todo:

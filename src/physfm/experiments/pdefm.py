@@ -72,20 +72,34 @@ class Arm:
 
 def arms_of(cfg: Mapping[str, Any]) -> dict[str, Arm]:
     """``full``, ``no_spectral_token``, ``transformer`` and ``without_<system>`` per held-out system."""
-    out = [Arm("full", "full model (Mamba)"), Arm("no_spectral_token", "no spectral token", spectral_token=False),
-           Arm("transformer", "transformer backbone", backbone="transformer")]
+    out = [
+        Arm("full", "full model (Mamba)"),
+        Arm("no_spectral_token", "no spectral token", spectral_token=False),
+        Arm("transformer", "transformer backbone", backbone="transformer"),
+    ]
     out += [Arm(f"without_{s}", f"without {s.replace('_', '-')}", held_out=s) for s in cfg["held_out"]]
     return {a.name: a for a in out}
 
 
-def build_model(cfg: Mapping[str, Any], systems: Mapping[str, int], *, backbone: str = "mamba",
-                spectral_token: bool = True) -> PDEFM:
+def build_model(
+    cfg: Mapping[str, Any], systems: Mapping[str, int], *, backbone: str = "mamba", spectral_token: bool = True
+) -> PDEFM:
     """The chapter's :class:`~physfm.nn.pdefm.PDEFM`; a transformer backbone gets the MLP width that
     matches the Mamba backbone's parameter count."""
-    args = dict(width=cfg["width"], dim=cfg["dim"], patch=cfg["patch"], spectral_modes=cfg["spectral_modes"],
-                n_coefficients=cfg["n_coefficients"], layers=cfg["layers"], d_state=cfg["d_state"],
-                decoder_width=cfg["decoder_width"], decoder_modes=cfg["decoder_modes"],
-                decoder_blocks=cfg["decoder_blocks"], heads=cfg["heads"], embed=cfg["embed"])
+    args = dict(
+        width=cfg["width"],
+        dim=cfg["dim"],
+        patch=cfg["patch"],
+        spectral_modes=cfg["spectral_modes"],
+        n_coefficients=cfg["n_coefficients"],
+        layers=cfg["layers"],
+        d_state=cfg["d_state"],
+        decoder_width=cfg["decoder_width"],
+        decoder_modes=cfg["decoder_modes"],
+        decoder_blocks=cfg["decoder_blocks"],
+        heads=cfg["heads"],
+        embed=cfg["embed"],
+    )
     hidden = 64
     if backbone == "transformer":
         mamba = PDEFM(systems, **args).backbone
@@ -95,12 +109,24 @@ def build_model(cfg: Mapping[str, Any], systems: Mapping[str, int], *, backbone:
 
 def _streams(cfg, names: Sequence[str], seed: int, device, store: dict) -> dict[str, streams.WindowStream]:
     all_specs = specs(cfg["systems"])
-    return {s: streams.WindowStream(all_specs[s], shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
-                                    strides=tuple(cfg["strides"]), size=cfg["pool"], chunk=cfg["chunk"],
-                                    refresh=cfg["chunk"] / cfg["pool"] if cfg["refresh_every"] else 0.0,
-                                    refresh_every=cfg["refresh_every"] or None, seed=seed_for("train", seed), device=device,
-                                    meta=True, store=store)
-            for s in names}
+    return {
+        s: streams.WindowStream(
+            all_specs[s],
+            shape=(cfg["grid"],) * 2,
+            frames=cfg["frames"],
+            window=cfg["window"],
+            strides=tuple(cfg["strides"]),
+            size=cfg["pool"],
+            chunk=cfg["chunk"],
+            refresh=cfg["chunk"] / cfg["pool"] if cfg["refresh_every"] else 0.0,
+            refresh_every=cfg["refresh_every"] or None,
+            seed=seed_for("train", seed),
+            device=device,
+            meta=True,
+            store=store,
+        )
+        for s in names
+    }
 
 
 # -- the jobs ---------------------------------------------------------------------------------
@@ -154,9 +180,19 @@ def _job(job: Job) -> xr.Dataset:
         return out
 
     tc = TrainConfig(steps=cfg["steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
-    loss = lambda m, b, rng: pdefm_loss(m(b[1][:, :, :-1], b[0], b[2], b[3]), b[1][:, :, 1:], spectral_weight=cfg["spectral_weight"])
-    curves = train(model, loss, batches(), tc, evaluate=evaluate, desc=harness.describe_job(job), progress=False,
-                   checkpoint=harness.checkpoint_path(job))
+    loss = lambda m, b, rng: pdefm_loss(
+        m(b[1][:, :, :-1], b[0], b[2], b[3]), b[1][:, :, 1:], spectral_weight=cfg["spectral_weight"]
+    )
+    curves = train(
+        model,
+        loss,
+        batches(),
+        tc,
+        evaluate=evaluate,
+        desc=harness.describe_job(job),
+        progress=False,
+        checkpoint=harness.checkpoint_path(job),
+    )
     gen = sum(p.buffer.seconds for p in pools.values() if p.buffer)  # chunks shared with an earlier arm cost nothing
     model.eval()
     W = cfg["window"] - 1
@@ -188,11 +224,20 @@ def _job(job: Job) -> xr.Dataset:
     ds["backbone_parameters"] = ((), count_parameters(model.backbone)[0])
     ds["step_seconds"] = ((), (curves.attrs["seconds"] - eval_seconds[0] - gen) / max(1, cfg["steps"]))
     ds["generation_seconds"] = ((), gen)
-    return ds.assign_coords(system=names, band=list(BANDS), position=np.arange(1, W + 1), lead=np.arange(1, cfg["rollout_steps"] + 1))
+    return ds.assign_coords(
+        system=names, band=list(BANDS), position=np.arange(1, W + 1), lead=np.arange(1, cfg["rollout_steps"] + 1)
+    )
 
 
-def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
-        arms: Sequence[str] | None = None, workers: int | None = None, folder: str | None = None) -> xr.Dataset:
+def run(
+    cfg: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    arms: Sequence[str] | None = None,
+    workers: int | None = None,
+    folder: str | None = None,
+) -> xr.Dataset:
     """Train every arm of :func:`arms_of` for every seed and evaluate it on every system.
 
     ``cfg`` is the ``pdefm`` preset of :mod:`physfm.profiles`. Returns the harness's layout with
@@ -221,19 +266,41 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
         workers = 1
     start = time.perf_counter()
     all_specs = specs(cfg["systems"])
-    data = {s: harness.eval_data(all_specs[s], shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
-                                 n_windows=cfg["val_trajectories"], context=cfg["context"], steps=cfg["rollout_steps"],
-                                 n_rollouts=cfg["val_trajectories"]) for s in names}
+    data = {
+        s: harness.eval_data(
+            all_specs[s],
+            shape=(cfg["grid"],) * 2,
+            frames=cfg["frames"],
+            window=cfg["window"],
+            n_windows=cfg["val_trajectories"],
+            context=cfg["context"],
+            steps=cfg["rollout_steps"],
+            n_rollouts=cfg["val_trajectories"],
+        )
+        for s in names
+    }
     jobs = [Job(a, s) for s in cfg["seeds"] for a in chosen]
     share = (dict(cfg), data, device)
     if workers == 1:
         _share(*share)
-    results = harness.run_jobs(_job, jobs, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
-                               folder=folder, desc=f"{len(jobs)} training runs", progress=progress)
+    results = harness.run_jobs(
+        _job,
+        jobs,
+        workers=workers,
+        initializer=None if workers == 1 else _share,
+        initargs=share,
+        folder=folder,
+        desc=f"{len(jobs)} training runs",
+        progress=progress,
+    )
     _SHARED.clear()
     baselines = xr.concat([d.baselines() for d in data.values()], dim=xr.DataArray(names, dims="system"))
-    baselines["persistence_by_position"] = (("system", "position"), np.stack(
-        [metrics.vrmse(d.windows[:, :, :-1], d.windows[:, :, 1:]).mean(dim=(0, 1)).cpu().numpy() for d in data.values()]))
+    baselines["persistence_by_position"] = (
+        ("system", "position"),
+        np.stack(
+            [metrics.vrmse(d.windows[:, :, :-1], d.windows[:, :, 1:]).mean(dim=(0, 1)).cpu().numpy() for d in data.values()]
+        ),
+    )
     ds = harness.collect(results, baselines=baselines)
     ds = ds.assign_coords(system=names)
     ds["fields"] = (("system",), np.array([data[s].windows.shape[1] for s in names]))
@@ -241,9 +308,16 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
         ds[name] = ds[name].isel(seed=0, drop=True)
     ds["seen"] = ds.seen.astype(bool)
     ds["backbone_seconds"] = backbone_timing(cfg, device)
-    ds.attrs.update({"seconds": time.perf_counter() - start, "generation_seconds": float(ds.generation_seconds.sum()),
-                     "held_out": ", ".join(cfg["held_out"]), "temperature": float(cfg["temperature"]), "workers": workers,
-                     **{f"dropped_validation_{s}": int(d.drops["dropped"]) for s, d in data.items()}})
+    ds.attrs.update(
+        {
+            "seconds": time.perf_counter() - start,
+            "generation_seconds": float(ds.generation_seconds.sum()),
+            "held_out": ", ".join(cfg["held_out"]),
+            "temperature": float(cfg["temperature"]),
+            "workers": workers,
+            **{f"dropped_validation_{s}": int(d.drops["dropped"]) for s, d in data.items()},
+        }
+    )
     return ds
 
 
@@ -273,7 +347,7 @@ def _time_backbones(cfg, lengths: Sequence[int], device, out: np.ndarray) -> Non
         net = build_model(cfg, {"a": 1}, backbone=backbone).backbone.to(device)
         for j, length in enumerate(lengths):
             u = torch.randn(cfg["timing_batch"], length, cfg["dim"], device=device)
-            net(u).square().mean().backward()                       # warm-up
+            net(u).square().mean().backward()  # warm-up
             times: list[float] = []
             while len(times) < 3 or (sum(times) < 0.2 and len(times) < 50):
                 start = time.perf_counter()
@@ -282,7 +356,6 @@ def _time_backbones(cfg, lengths: Sequence[int], device, out: np.ndarray) -> Non
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
             out[i, j] = min(times)
-
 
 
 def _spread(v: xr.DataArray) -> xr.DataArray:
@@ -299,8 +372,9 @@ def summary(ds: xr.Dataset) -> xr.Dataset:
     mean over systems (``mean_over_systems``, each seed averaged over the systems it trained on)."""
     v = final(ds)
     over = v.where(ds.seen).mean("system")
-    return xr.Dataset({"mean": v.mean("seed"), "std": _spread(v),
-                       "mean_over_systems": over.mean("seed"), "std_over_systems": _spread(over)})
+    return xr.Dataset(
+        {"mean": v.mean("seed"), "std": _spread(v), "mean_over_systems": over.mean("seed"), "std_over_systems": _spread(over)}
+    )
 
 
 def deltas(ds: xr.Dataset, *, against: str = "full") -> xr.Dataset:
@@ -313,5 +387,13 @@ def deltas(ds: xr.Dataset, *, against: str = "full") -> xr.Dataset:
     both = ds.seen & ds.seen.sel(arm=against)
     over = d.where(both).mean("system")
     rel = (100 * d / base).where(both).mean("system")
-    return xr.Dataset({"mean": d.mean("seed"), "std": _spread(d), "mean_over_systems": over.mean("seed"),
-                       "std_over_systems": _spread(over), "percent": rel.mean("seed"), "percent_std": _spread(rel)})
+    return xr.Dataset(
+        {
+            "mean": d.mean("seed"),
+            "std": _spread(d),
+            "mean_over_systems": over.mean("seed"),
+            "std_over_systems": _spread(over),
+            "percent": rel.mean("seed"),
+            "percent_std": _spread(rel),
+        }
+    )

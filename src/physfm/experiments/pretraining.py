@@ -89,9 +89,23 @@ from physfm.training import TrainConfig, pretrain_tokeniser, train
 from physfm.training.tokeniser import drop_attrs
 
 __all__ = [
-    "Arm", "ARMS", "PAPER_VRMSE", "regimes", "focus_regime", "tokeniser_recipe", "pretrained_tokenisers", "build",
-    "equal_compute_steps", "run", "reductions", "curve_reductions", "map_table", "equal_compute", "paper_ordering",
-    "best_point", "well_target",
+    "Arm",
+    "ARMS",
+    "PAPER_VRMSE",
+    "regimes",
+    "focus_regime",
+    "tokeniser_recipe",
+    "pretrained_tokenisers",
+    "build",
+    "equal_compute_steps",
+    "run",
+    "reductions",
+    "curve_reductions",
+    "map_table",
+    "equal_compute",
+    "paper_ordering",
+    "best_point",
+    "well_target",
 ]
 
 
@@ -115,16 +129,19 @@ class Arm:
     equal_compute: bool = False
 
 
-ARMS: dict[str, Arm] = {a.name: a for a in (
-    Arm("scratch", "scratch"),
-    Arm("scratch_slow", "scratch, tokeniser at the gentle rate", gentle=True),
-    Arm("in_domain_finetuned", "in-domain, fine-tuned", "in_domain", gentle=True),
-    Arm("in_domain_full_lr", "in-domain, fine-tuned at the full rate", "in_domain"),
-    Arm("in_domain_frozen", "in-domain, frozen", "in_domain", frozen=True),
-    Arm("cross_domain_finetuned", "cross-domain, fine-tuned", "cross_domain", gentle=True),
-    Arm("cross_domain_frozen", "cross-domain, frozen", "cross_domain", frozen=True),
-    Arm("scratch_equal_compute", "scratch, equal compute", equal_compute=True),
-)}
+ARMS: dict[str, Arm] = {
+    a.name: a
+    for a in (
+        Arm("scratch", "scratch"),
+        Arm("scratch_slow", "scratch, tokeniser at the gentle rate", gentle=True),
+        Arm("in_domain_finetuned", "in-domain, fine-tuned", "in_domain", gentle=True),
+        Arm("in_domain_full_lr", "in-domain, fine-tuned at the full rate", "in_domain"),
+        Arm("in_domain_frozen", "in-domain, frozen", "in_domain", frozen=True),
+        Arm("cross_domain_finetuned", "cross-domain, fine-tuned", "cross_domain", gentle=True),
+        Arm("cross_domain_frozen", "cross-domain, frozen", "cross_domain", frozen=True),
+        Arm("scratch_equal_compute", "scratch, equal compute", equal_compute=True),
+    )
+}
 
 # Final validation VRMSE after 10,500 steps on The Well's Euler multi-quadrants, as transcribed
 # from Sotoudeh et al. (2026) (third-party transcription; the cross-domain value is the paper's
@@ -132,8 +149,15 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
 PAPER_VRMSE = {"scratch": 0.439, "in_domain_finetuned": 0.158, "in_domain_frozen": 0.162, "cross_domain_finetuned": 0.355}
 
 #: parameters a map point may change, and the axis each belongs to
-MAP_AXES = {"latent": "compression", "stride": "compression", "patch": "compression", "channels": "capacity",
-            "width": "capacity", "trajectories": "data", "pre_steps": "pre-training"}
+MAP_AXES = {
+    "latent": "compression",
+    "stride": "compression",
+    "patch": "compression",
+    "channels": "capacity",
+    "width": "capacity",
+    "trajectories": "data",
+    "pre_steps": "pre-training",
+}
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -149,8 +173,9 @@ def regimes(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     def point(axis: str, overrides: Mapping[str, Any]) -> None:
         unknown = set(overrides) - set(MAP_AXES)
         if unknown:
-            raise ValueError(f"regimes: point {dict(overrides)} of {axis!r} changes {sorted(unknown)}; "
-                             f"a point may change {sorted(MAP_AXES)}")
+            raise ValueError(
+                f"regimes: point {dict(overrides)} of {axis!r} changes {sorted(unknown)}; a point may change {sorted(MAP_AXES)}"
+            )
         out[f"{axis}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())] = {**base, **overrides, "axis": axis}
 
     for axis, points in dict(cfg.get("map") or {}).items():
@@ -177,15 +202,34 @@ def tokeniser_recipe(cfg: Mapping[str, Any], systems: Sequence[str]) -> dict[str
     all_specs = specs(cfg["systems"])
     well = well_target(cfg)
     own = [s for s in systems if s != cfg["target"]] if well is not None else list(systems)
-    data = {"well": str(well), "well_stats": hashlib.sha256((well / "stats.yaml").read_bytes()).hexdigest()[:16]} \
-        if well is not None and cfg["target"] in systems else {}
+    data = (
+        {"well": str(well), "well_stats": hashlib.sha256((well / "stats.yaml").read_bytes()).hexdigest()[:16]}
+        if well is not None and cfg["target"] in systems
+        else {}
+    )
     return {
-        "systems": {s: {k: v for k, v in all_specs[s].as_dict().items() if k != "name"} for s in own}, **data,
-        "grid": cfg["grid"], "frames": cfg["frames"], "crop": cfg["grid"], "crop_t": cfg["window"],
-        "buffer": cfg["buffer"], "refresh": cfg["refresh"], "channels": list(cfg["channels"]), "latent": cfg["latent"],
-        "blocks": cfg["blocks"], "patch": cfg["patch"], "time_patch": 1, "strides": [cfg["stride"]], "time_strides": [1],
-        "steps": cfg["pre_steps"], "batch": cfg["pre_batch"], "lr": cfg["lr"], "warmup": cfg["warmup"],
-        "eval_every": cfg["eval_every"], "val_crops": cfg["val_windows"], "seed": cfg["pretrain_seed"],
+        "systems": {s: {k: v for k, v in all_specs[s].as_dict().items() if k != "name"} for s in own},
+        **data,
+        "grid": cfg["grid"],
+        "frames": cfg["frames"],
+        "crop": cfg["grid"],
+        "crop_t": cfg["window"],
+        "buffer": cfg["buffer"],
+        "refresh": cfg["refresh"],
+        "channels": list(cfg["channels"]),
+        "latent": cfg["latent"],
+        "blocks": cfg["blocks"],
+        "patch": cfg["patch"],
+        "time_patch": 1,
+        "strides": [cfg["stride"]],
+        "time_strides": [1],
+        "steps": cfg["pre_steps"],
+        "batch": cfg["pre_batch"],
+        "lr": cfg["lr"],
+        "warmup": cfg["warmup"],
+        "eval_every": cfg["eval_every"],
+        "val_crops": cfg["val_windows"],
+        "seed": cfg["pretrain_seed"],
     }
 
 
@@ -210,17 +254,24 @@ def _domains(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
     if well_target(cfg) is not None:  # in-domain: crops of the data set; cross-domain: every system
         return {"in_domain": [cfg["target"]], "cross_domain": names}
     if cfg["target"] not in names:
-        raise ValueError(f"run: the target {cfg['target']!r} must be one of the systems {names} or the folder of a data set "
-                         f"in The Well's layout (with a stats.yaml)")
+        raise ValueError(
+            f"run: the target {cfg['target']!r} must be one of the systems {names} or the folder of a data set "
+            f"in The Well's layout (with a stats.yaml)"
+        )
     others = [s for s in names if s != cfg["target"]]
     if not others:
         raise ValueError(f"run: systems {names} must include systems other than the target {cfg['target']!r}")
     return {"in_domain": [cfg["target"]], "cross_domain": others}
 
 
-def pretrained_tokenisers(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
-                          workers: int = 1, domains: Sequence[str] = ("in_domain", "cross_domain")
-                          ) -> dict[str, tuple[Tokeniser, xr.Dataset]]:
+def pretrained_tokenisers(
+    cfg: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    workers: int = 1,
+    domains: Sequence[str] = ("in_domain", "cross_domain"),
+) -> dict[str, tuple[Tokeniser, xr.Dataset]]:
     """``domain -> (tokeniser, curves)`` at the base point of ``cfg``: ``in_domain`` (pre-trained
     on the target only) and ``cross_domain`` (on every other system). With ``workers > 1`` they
     train at once in worker processes, into the model cache, from which they are then read."""
@@ -265,8 +316,16 @@ def build(arm: Arm, tokeniser: Tokeniser, fields: int, cfg: Mapping[str, Any], *
 
 def _fresh_tokeniser(cfg: Mapping[str, Any], seed: int) -> Tokeniser:
     torch.manual_seed(seed_for("tokeniser", seed))
-    return Tokeniser(spatial_dims=2, channels=tuple(cfg["channels"]), latent=cfg["latent"], blocks=cfg["blocks"],
-                     patch=cfg["patch"], time_patch=1, stride=cfg["stride"], time_stride=1)
+    return Tokeniser(
+        spatial_dims=2,
+        channels=tuple(cfg["channels"]),
+        latent=cfg["latent"],
+        blocks=cfg["blocks"],
+        patch=cfg["patch"],
+        time_patch=1,
+        stride=cfg["stride"],
+        time_stride=1,
+    )
 
 
 def _batches(cfg: Mapping[str, Any], seed: int, device, store: dict):
@@ -275,13 +334,24 @@ def _batches(cfg: Mapping[str, Any], seed: int, device, store: dict):
     n = cfg["trajectories"]
     well = well_target(cfg)
     if well is not None:  # the first n training trajectories of the data set (0: all), read again and again
-        stream = WellWindowStream(well, "train", window=cfg["window"], trajectories=n or None, seed=seed_for("train", seed),
-                                  device=device)
+        stream = WellWindowStream(
+            well, "train", window=cfg["window"], trajectories=n or None, seed=seed_for("train", seed), device=device
+        )
         return stream, torch.utils.data.DataLoader(stream, batch_size=cfg["batch"])
     target = specs(cfg["systems"])[cfg["target"]]
-    stream = streams.WindowStream(target, shape=(cfg["grid"],) * 2, frames=cfg["frames"], window=cfg["window"],
-                                  size=n or cfg["buffer"], chunk=min(8, n or 8), refresh=0.0 if n else cfg["refresh"],
-                                  refresh_every=4 * cfg["buffer"], seed=seed_for("train", seed), device=device, store=store)
+    stream = streams.WindowStream(
+        target,
+        shape=(cfg["grid"],) * 2,
+        frames=cfg["frames"],
+        window=cfg["window"],
+        size=n or cfg["buffer"],
+        chunk=min(8, n or 8),
+        refresh=0.0 if n else cfg["refresh"],
+        refresh_every=4 * cfg["buffer"],
+        seed=seed_for("train", seed),
+        device=device,
+        store=store,
+    )
     return stream, torch.utils.data.DataLoader(stream, batch_size=cfg["batch"])
 
 
@@ -290,8 +360,9 @@ def _batches(cfg: Mapping[str, Any], seed: int, device, store: dict):
 _SHARED: dict[str, Any] = {}
 
 
-def _share(configs: Mapping[str, dict], tokenisers: Mapping[tuple[str, str], tuple[Any, dict]], data: harness.EvalData,
-           device) -> None:
+def _share(
+    configs: Mapping[str, dict], tokenisers: Mapping[tuple[str, str], tuple[Any, dict]], data: harness.EvalData, device
+) -> None:
     """What every job reads: the configuration of each regime, the pre-trained tokenisers
     (``(regime, domain) -> (config, weights)``) and the held-out data."""
     toks = {}
@@ -328,8 +399,10 @@ def same_run(job: Job, points: Mapping[str, Mapping[str, Any]]) -> Job:
     arm = ARMS[job.arm]
     if arm.tokeniser != "scratch" or arm.equal_compute:
         return job
+
     def key(c):
         return {k: v for k, v in c.items() if k not in ("pre_steps", "axis")}
+
     for r, c in points.items():
         if key(c) == key(points[job.regime]):
             return Job(job.arm, job.seed, system=job.system, regime=r)
@@ -354,13 +427,28 @@ def _job(job: Job) -> xr.Dataset:
     scale = cfg["finetune_lr_scale"] if arm.gentle else 1.0
     groups = [{"params": list(model.processor.parameters())}, {"params": list(model.tokeniser.parameters()), "lr_scale": scale}]
     tc = TrainConfig(steps=steps, lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
-    curves = train(model, lambda m, b, rng: m.loss(b), loader, tc, evaluate=data.scores, parameters=groups,
-                   desc=harness.describe_job(job), progress=False, checkpoint=harness.checkpoint_path(job))
+    curves = train(
+        model,
+        lambda m, b, rng: m.loss(b),
+        loader,
+        tc,
+        evaluate=data.scores,
+        parameters=groups,
+        desc=harness.describe_job(job),
+        progress=False,
+        checkpoint=harness.checkpoint_path(job),
+    )
     model.eval()
-    return harness.job_dataset(curves, rollout=data.rollout(model.rollout), steps=steps, extra_steps=extra,
-                               trainable=count_parameters(model)[0], tokeniser_parameters=sum(p.numel() for p in tok.parameters()),
-                               processor_parameters=sum(p.numel() for p in model.processor.parameters()),
-                               **harness.drop_counts(getattr(stream, "buffer", stream)))
+    return harness.job_dataset(
+        curves,
+        rollout=data.rollout(model.rollout),
+        steps=steps,
+        extra_steps=extra,
+        trainable=count_parameters(model)[0],
+        tokeniser_parameters=sum(p.numel() for p in tok.parameters()),
+        processor_parameters=sum(p.numel() for p in model.processor.parameters()),
+        **harness.drop_counts(getattr(stream, "buffer", stream)),
+    )
 
 
 def _flops(cfg: Mapping[str, Any], fields: int) -> tuple[float, float]:
@@ -379,9 +467,16 @@ def _flops(cfg: Mapping[str, Any], fields: int) -> tuple[float, float]:
     return float(pre.get_total_flops()), float(dyn.get_total_flops())
 
 
-def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress: bool = True,
-        arms: Sequence[str] | None = None, with_map: bool = True, workers: int | None = None,
-        folder: str | None = None) -> xr.Dataset:
+def run(
+    cfg: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    arms: Sequence[str] | None = None,
+    with_map: bool = True,
+    workers: int | None = None,
+    folder: str | None = None,
+) -> xr.Dataset:
     """Run the ablation of ``cfg`` (the ``pretraining`` preset of :mod:`physfm.profiles`): every
     arm of ``cfg["arms"]`` for every seed at the base point, and ``map_arms`` x ``map_seeds`` at
     every map point (``with_map=False``: the base point only).
@@ -415,13 +510,27 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     # 2. held-out data of the target (the same for every point: the grid and frames do not change)
     well = well_target(cfg)
     if well is not None:  # The Well's own held-out splits: valid (windows) and test (rollouts, as many as it has)
-        data = well_eval_data(well, window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
-                              steps=cfg["rollout_steps"], n_rollouts=min(cfg["val_rollouts"], _test_trajectories(well)),
-                              device="cpu")
+        data = well_eval_data(
+            well,
+            window=cfg["window"],
+            n_windows=cfg["val_windows"],
+            context=cfg["context"],
+            steps=cfg["rollout_steps"],
+            n_rollouts=min(cfg["val_rollouts"], _test_trajectories(well)),
+            device="cpu",
+        )
     else:
-        data = harness.eval_data(specs(cfg["systems"])[cfg["target"]], shape=(cfg["grid"],) * 2, frames=cfg["frames"],
-                                 window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
-                                 steps=cfg["rollout_steps"], n_rollouts=cfg["val_rollouts"], device="cpu")
+        data = harness.eval_data(
+            specs(cfg["systems"])[cfg["target"]],
+            shape=(cfg["grid"],) * 2,
+            frames=cfg["frames"],
+            window=cfg["window"],
+            n_windows=cfg["val_windows"],
+            context=cfg["context"],
+            steps=cfg["rollout_steps"],
+            n_rollouts=cfg["val_rollouts"],
+            device="cpu",
+        )
 
     # 3. the dynamics runs: the longest first, so that the workers finish together
     jobs = [Job(a, s, regime="base") for s in cfg["seeds"] for a in arms]
@@ -437,8 +546,16 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
     share = (points, shared_toks, data, device)
     if workers == 1:
         _share(*share)
-    done = harness.run_jobs(_job, todo, workers=workers, initializer=None if workers == 1 else _share, initargs=share,
-                            folder=folder, desc=f"{len(todo)} dynamics runs", progress=progress)
+    done = harness.run_jobs(
+        _job,
+        todo,
+        workers=workers,
+        initializer=None if workers == 1 else _share,
+        initargs=share,
+        folder=folder,
+        desc=f"{len(todo)} dynamics runs",
+        progress=progress,
+    )
     results = {j: done[runs[j]] for j in jobs}
     _SHARED.clear()
 
@@ -458,19 +575,31 @@ def run(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", progress:
             pre_nmse[i, j, : c.sizes["eval_step"]] = c.nmse.values
     ds["pre_vrmse"] = (("regime", "domain", "pre_eval_step"), pre_vrmse)
     ds["pre_nmse"] = (("regime", "domain", "pre_eval_step", "band"), pre_nmse)
-    ds = ds.assign_coords(domain=list(domains), pre_eval_step=longest,
-                          axis=("regime", [points[r].get("axis", "base") for r in names]),
-                          compression=("regime", [_fresh_tokeniser(points[r], 0).config.ratio(points[r]["stride"], 1) for r in names]),
-                          trajectories=("regime", [points[r]["trajectories"] for r in names]),
-                          pre_steps=("regime", [points[r]["pre_steps"] for r in names]),
-                          capacity=("regime", [_capacity(points[r], fields) for r in names]))
+    ds = ds.assign_coords(
+        domain=list(domains),
+        pre_eval_step=longest,
+        axis=("regime", [points[r].get("axis", "base") for r in names]),
+        compression=("regime", [_fresh_tokeniser(points[r], 0).config.ratio(points[r]["stride"], 1) for r in names]),
+        trajectories=("regime", [points[r]["trajectories"] for r in names]),
+        pre_steps=("regime", [points[r]["pre_steps"] for r in names]),
+        capacity=("regime", [_capacity(points[r], fields) for r in names]),
+    )
     pre_drops = {k: v for (r, _), (_, c) in pre.items() if r == "base" for k, v in c.attrs.items() if k.startswith("drop")}
-    ds.attrs.update({"target": cfg["target"], "cross_domain_systems": ", ".join(domains["cross_domain"]),
-                     "pretraining_seconds": pre_seconds, "seconds": time.perf_counter() - start, "workers": workers,
-                     "equal_compute_steps": equal_compute_steps(points["base"], fields), "val_rollouts": len(data.trajectories),
-                     "pretraining_step_flops": pre_flops, "dynamics_step_flops": dyn_flops,
-                     **{f"pretraining_{k}": v for k, v in pre_drops.items()},
-                     **drop_attrs({f"validation_{data.system}": data.drops})})
+    ds.attrs.update(
+        {
+            "target": cfg["target"],
+            "cross_domain_systems": ", ".join(domains["cross_domain"]),
+            "pretraining_seconds": pre_seconds,
+            "seconds": time.perf_counter() - start,
+            "workers": workers,
+            "equal_compute_steps": equal_compute_steps(points["base"], fields),
+            "val_rollouts": len(data.trajectories),
+            "pretraining_step_flops": pre_flops,
+            "dynamics_step_flops": dyn_flops,
+            **{f"pretraining_{k}": v for k, v in pre_drops.items()},
+            **drop_attrs({f"validation_{data.system}": data.drops}),
+        }
+    )
     return ds
 
 
@@ -512,23 +641,33 @@ def reductions(ds: xr.Dataset, *, regime: str = "base", against: str = "scratch"
         iv = _reduction(ds, regime, a, against, step, base_step if step > base_step else None)
         for k, x in zip(rows, (float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, *iv, step)):
             rows[k].append(x)
-    return xr.Dataset({k: ("arm", np.asarray(v)) for k, v in rows.items()}, coords={"arm": arms},
-                      attrs={"regime": regime, "against": against, "eval_step": base_step})
+    return xr.Dataset(
+        {k: ("arm", np.asarray(v)) for k, v in rows.items()},
+        coords={"arm": arms},
+        attrs={"regime": regime, "against": against, "eval_step": base_step},
+    )
 
 
 def curve_reductions(ds: xr.Dataset, arm: str, *, regime: str = "base", against: str = "scratch") -> xr.Dataset:
     """The reduction of ``arm`` against ``against`` at every evaluation both reached (the dynamics
     budget axis), with its interval: ``reduction``, ``low``, ``high`` over ``eval_step``."""
     sub = ds.sel(regime=regime)
-    common = [int(s) for s in sub.eval_step.values
-              if not np.isnan(sub.vrmse.sel(arm=[arm, against], eval_step=s)).any()]
+    common = [int(s) for s in sub.eval_step.values if not np.isnan(sub.vrmse.sel(arm=[arm, against], eval_step=s)).any()]
     ivs = [_reduction(ds, regime, arm, against, s) for s in common]
-    return xr.Dataset({k: ("eval_step", np.asarray([iv[i] for iv in ivs])) for i, k in enumerate(("reduction", "low", "high"))},
-                      coords={"eval_step": common}, attrs={"arm": arm, "regime": regime, "against": against})
+    return xr.Dataset(
+        {k: ("eval_step", np.asarray([iv[i] for iv in ivs])) for i, k in enumerate(("reduction", "low", "high"))},
+        coords={"eval_step": common},
+        attrs={"arm": arm, "regime": regime, "against": against},
+    )
 
 
-def map_table(ds: xr.Dataset, *, arms: Sequence[str] = ("in_domain_finetuned", "cross_domain_finetuned"),
-              against: str = "scratch", step: int | None = None) -> xr.Dataset:
+def map_table(
+    ds: xr.Dataset,
+    *,
+    arms: Sequence[str] = ("in_domain_finetuned", "cross_domain_finetuned"),
+    against: str = "scratch",
+    step: int | None = None,
+) -> xr.Dataset:
     """The map: reduction of each of ``arms`` against ``against`` at every regime, at the last
     common dynamics step (or ``step``), with intervals: dims ``regime``, ``arm``."""
     out = {k: np.full((ds.sizes["regime"], len(arms)), np.nan) for k in ("reduction", "low", "high", "vrmse")}
@@ -544,8 +683,10 @@ def map_table(ds: xr.Dataset, *, arms: Sequence[str] = ("in_domain_finetuned", "
             iv = _reduction(ds, r, a, against, s)
             out["reduction"][i, j], out["low"][i, j], out["high"][i, j] = iv
             out["vrmse"][i, j] = float(v.mean())
-    return xr.Dataset({k: (("regime", "arm"), v) for k, v in out.items()},
-                      coords={"regime": ds.regime.values, "arm": list(arms), "axis": ds.axis})
+    return xr.Dataset(
+        {k: (("regime", "arm"), v) for k, v in out.items()},
+        coords={"regime": ds.regime.values, "arm": list(arms), "axis": ds.axis},
+    )
 
 
 def equal_compute(ds: xr.Dataset, arm: str = "in_domain_finetuned", *, regime: str = "base") -> Interval:
@@ -570,8 +711,13 @@ def _scan(ds: xr.Dataset, arms: tuple[str, str, str] = ("in_domain_finetuned", "
             v = sub.vrmse.sel(arm=list(arms), seed=seeds, eval_step=s)
             if np.isnan(v).any():
                 continue
-            yield str(r), int(s), _reduction(ds, r, inn, base, int(s)), _reduction(ds, r, cross, base, int(s)), \
-                _reduction(ds, r, inn, cross, int(s))
+            yield (
+                str(r),
+                int(s),
+                _reduction(ds, r, inn, base, int(s)),
+                _reduction(ds, r, cross, base, int(s)),
+                _reduction(ds, r, inn, cross, int(s)),
+            )
 
 
 def paper_ordering(ds: xr.Dataset, *, threshold: float = 50.0) -> xr.Dataset:
@@ -579,13 +725,18 @@ def paper_ordering(ds: xr.Dataset, *, threshold: float = 50.0) -> xr.Dataset:
     cross-domain below scratch, each difference with a 95% interval above zero, and in-domain at
     least ``threshold`` percent below scratch. Dims ``point``; the three reductions and their
     lower bounds."""
-    rows = [(r, s, a, b, c) for r, s, a, b, c in _scan(ds)
-            if a.low > 0 and b.low > 0 and c.low > 0 and a.estimate >= threshold]
+    rows = [(r, s, a, b, c) for r, s, a, b, c in _scan(ds) if a.low > 0 and b.low > 0 and c.low > 0 and a.estimate >= threshold]
     return xr.Dataset(
-        {"in_domain": ("point", [a.estimate for *_, a, _, _ in rows]), "in_domain_low": ("point", [a.low for *_, a, _, _ in rows]),
-         "cross_domain": ("point", [b.estimate for *_, b, _ in rows]), "cross_domain_low": ("point", [b.low for *_, b, _ in rows]),
-         "in_vs_cross": ("point", [c.estimate for *_, c in rows]), "in_vs_cross_low": ("point", [c.low for *_, c in rows])},
-        coords={"regime": ("point", [r for r, *_ in rows]), "step": ("point", [s for _, s, *_ in rows])})
+        {
+            "in_domain": ("point", [a.estimate for *_, a, _, _ in rows]),
+            "in_domain_low": ("point", [a.low for *_, a, _, _ in rows]),
+            "cross_domain": ("point", [b.estimate for *_, b, _ in rows]),
+            "cross_domain_low": ("point", [b.low for *_, b, _ in rows]),
+            "in_vs_cross": ("point", [c.estimate for *_, c in rows]),
+            "in_vs_cross_low": ("point", [c.low for *_, c in rows]),
+        },
+        coords={"regime": ("point", [r for r, *_ in rows]), "step": ("point", [s for _, s, *_ in rows])},
+    )
 
 
 def best_point(ds: xr.Dataset) -> dict[str, Any]:

@@ -48,8 +48,20 @@ from physfm.runtime import seed_for
 from physfm.training import TrainConfig, train
 
 __all__ = [
-    "HOLD_MODELS", "WAYS", "hold_batch", "hold_stream", "hold_model", "run_hold",
-    "scan_inputs", "forward_backward", "time_scans", "FourierLatent", "LatentDynamics", "dynamics_data", "dynamics_model", "run_dynamics",
+    "HOLD_MODELS",
+    "WAYS",
+    "hold_batch",
+    "hold_stream",
+    "hold_model",
+    "run_hold",
+    "scan_inputs",
+    "forward_backward",
+    "time_scans",
+    "FourierLatent",
+    "LatentDynamics",
+    "dynamics_data",
+    "dynamics_model",
+    "run_dynamics",
 ]
 
 #: the two models of the hold task: name -> (label, selective)
@@ -69,7 +81,14 @@ def hold_batch(batch: int, length: int, generator: torch.Generator, marks: float
     Raises:
         ValueError: ``marks`` is not a probability in ``(0, 1]`` or a size is not positive.
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1 or isinstance(length, bool) or not isinstance(length, int) or length < 1:
+    if (
+        isinstance(batch, bool)
+        or not isinstance(batch, int)
+        or batch < 1
+        or isinstance(length, bool)
+        or not isinstance(length, int)
+        or length < 1
+    ):
         raise ValueError(f"hold_batch: batch and length must be positive ints, got batch={batch!r}, length={length!r}")
     if not 0 < marks <= 1:
         raise ValueError(f"hold_batch: marks must be a probability in (0, 1], got {marks!r}")
@@ -80,7 +99,9 @@ def hold_batch(batch: int, length: int, generator: torch.Generator, marks: float
     return torch.stack([v, m.float()], dim=-1), torch.gather(v, 1, last)
 
 
-def hold_stream(cfg: Mapping[str, Any], seed: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def hold_stream(
+    cfg: Mapping[str, Any], seed: int, device: torch.device | str = "cpu"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless training batches of ``cfg["hold_batch"]`` sequences, from ``seed_for("hold/train", seed)``."""
     g = torch.Generator().manual_seed(seed_for("hold/train", seed))
     while True:
@@ -94,15 +115,18 @@ def hold_model(cfg: Mapping[str, Any], selective: bool, seed: int) -> nn.Sequent
     torch.manual_seed(seed_for("hold/init", seed))
     linear_in, linear_out = nn.Linear(2, cfg["hold_width"]), nn.Linear(cfg["hold_width"], 1)
     g = torch.Generator().manual_seed(seed_for("hold/init", seed))
-    return nn.Sequential(linear_in, Mamba(cfg["hold_width"], d_state=cfg["hold_state"], selective=selective, generator=g), linear_out)
+    return nn.Sequential(
+        linear_in, Mamba(cfg["hold_width"], d_state=cfg["hold_state"], selective=selective, generator=g), linear_out
+    )
 
 
 def _hold_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], rng=None) -> torch.Tensor:
     return (model(batch[0]).squeeze(-1) - batch[1]).square().mean()
 
 
-def run_hold(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", n_test: int = 256,
-             progress: bool = True) -> xr.Dataset:
+def run_hold(
+    cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", n_test: int = 256, progress: bool = True
+) -> xr.Dataset:
     """Train the selective and the LTI model on the hold task for ``cfg["hold_steps"]`` steps each.
 
     Returns:
@@ -113,15 +137,26 @@ def run_hold(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", n_te
         ``delta(t, channel)`` the trained selective block uses.
     """
     seed = int(cfg["seed"])
-    test = tuple(t.to(device) for t in hold_batch(n_test, cfg["hold_length"], torch.Generator().manual_seed(seed_for("hold/test", seed)),
-                                                  cfg["hold_marks"]))
+    test = tuple(
+        t.to(device)
+        for t in hold_batch(
+            n_test, cfg["hold_length"], torch.Generator().manual_seed(seed_for("hold/test", seed)), cfg["hold_marks"]
+        )
+    )
     steps = cfg["hold_steps"]
     tc = TrainConfig(steps=steps, lr=cfg["hold_lr"], warmup=min(20, steps // 5), eval_every=max(1, steps // 20), seed=seed)
     curves, models = {}, {}
     for name, (label, selective) in HOLD_MODELS.items():
         models[name] = hold_model(cfg, selective, seed).to(device)
-        curves[name] = train(models[name], _hold_loss, hold_stream(cfg, seed, device), tc,
-                             evaluate=lambda m: {"test_mse": _hold_loss(m, test)}, desc=label, progress=progress)
+        curves[name] = train(
+            models[name],
+            _hold_loss,
+            hold_stream(cfg, seed, device),
+            tc,
+            evaluate=lambda m: {"test_mse": _hold_loss(m, test)},
+            desc=label,
+            progress=progress,
+        )
     u = test[0][:1]
     with torch.no_grad():
         predictions = np.stack([models[n](u)[0, :, 0].cpu().numpy() for n in HOLD_MODELS])
@@ -149,8 +184,15 @@ WAYS: dict[str, tuple[str, Callable[..., torch.Tensor]]] = {
 }
 
 
-def scan_inputs(length: int, generator: torch.Generator, *, batch: int = 4, d_inner: int = 64, d_state: int = 16,
-                device: torch.device | str = "cpu") -> list[torch.Tensor]:
+def scan_inputs(
+    length: int,
+    generator: torch.Generator,
+    *,
+    batch: int = 4,
+    d_inner: int = 64,
+    d_state: int = 16,
+    device: torch.device | str = "cpu",
+) -> list[torch.Tensor]:
     """Inputs ``x, delta, A, B, C, D`` of one scan (shapes as :func:`physfm.nn.scan.selective_scan`),
     requiring gradients: ``delta = softplus(N(-2, 1))``, ``A[d, n] = -(n + 1)``."""
     x = torch.randn(batch, d_inner, length, generator=generator)
@@ -171,8 +213,15 @@ def forward_backward(fn: Callable[..., torch.Tensor], args: Sequence[torch.Tenso
     return time.perf_counter() - t0
 
 
-def time_scans(lengths: Sequence[int], *, repeats: int = 3, seed: int = 0, device: torch.device | str = "cpu",
-               ways: Sequence[str] = tuple(WAYS), progress: bool = True) -> xr.Dataset:
+def time_scans(
+    lengths: Sequence[int],
+    *,
+    repeats: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    ways: Sequence[str] = tuple(WAYS),
+    progress: bool = True,
+) -> xr.Dataset:
     """Forward + backward wall time of each of ``ways`` at every length: the median of ``repeats``
     runs after one warm-up, the ways interleaved so that load from elsewhere hits all alike.
 
@@ -198,8 +247,10 @@ def time_scans(lengths: Sequence[int], *, repeats: int = 3, seed: int = 0, devic
         out[:, j] = [_statistics.median(runs[w]) for w in ways]
         if progress:
             print(f"L = {L:5d}: " + "   ".join(f"{w} {1e3 * out[i, j]:7.1f} ms" for i, w in enumerate(ways)))
-    ds = xr.Dataset({"seconds": (("way", "length"), out)},
-                    coords={"way": list(ways), "length": list(lengths), "label": ("way", [WAYS[w][0] for w in ways])})
+    ds = xr.Dataset(
+        {"seconds": (("way", "length"), out)},
+        coords={"way": list(ways), "length": list(lengths), "label": ("way", [WAYS[w][0] for w in ways])},
+    )
     if "reference" in ways and "loop" in ways:
         ds.attrs["speedup"] = float(ds.seconds.sel(way="reference")[-1] / ds.seconds.sel(way="loop")[-1])
     return ds
@@ -244,12 +295,24 @@ class LatentDynamics(nn.Module):
     ``forward(z (n, T, k)) -> (n, T, k)``: the prediction of the next latent at every position.
     """
 
-    def __init__(self, latent: int, width: int, layers: int, *, d_state: int = 16, scale: float = 1.0,
-                 selective: bool = True, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        latent: int,
+        width: int,
+        layers: int,
+        *,
+        d_state: int = 16,
+        scale: float = 1.0,
+        selective: bool = True,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent, width),
-                                 MambaStack(width, layers, d_state=d_state, selective=selective, generator=generator),
-                                 nn.RMSNorm(width), nn.Linear(width, latent))
+        self.net = nn.Sequential(
+            nn.Linear(latent, width),
+            MambaStack(width, layers, d_state=d_state, selective=selective, generator=generator),
+            nn.RMSNorm(width),
+            nn.Linear(width, latent),
+        )
         self.register_buffer("scale", torch.tensor(float(scale)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -262,7 +325,7 @@ class LatentDynamics(nn.Module):
         out = z
         for _ in range(steps):
             out = torch.cat([out, self(out)[:, -1:]], dim=1)
-        return out[:, z.shape[1]:]
+        return out[:, z.shape[1] :]
 
 
 def dynamics_data(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu"):
@@ -280,8 +343,15 @@ def dynamics_model(cfg: Mapping[str, Any], *, scale: float = 1.0, selective: boo
     """The :class:`LatentDynamics` of ``cfg``, its weights drawn from ``seed_for("init", seed)``."""
     seed = seed_for("init", int(cfg["seed"]))
     torch.manual_seed(seed)
-    return LatentDynamics(2 * cfg["modes"], cfg["dyn_width"], cfg["dyn_layers"], d_state=cfg["dyn_state"], scale=scale,
-                          selective=selective, generator=torch.Generator().manual_seed(seed))
+    return LatentDynamics(
+        2 * cfg["modes"],
+        cfg["dyn_width"],
+        cfg["dyn_layers"],
+        d_state=cfg["dyn_state"],
+        scale=scale,
+        selective=selective,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def _position_vrmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -289,8 +359,9 @@ def _position_vrmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return metrics.vrmse(pred, target).mean(dim=(0, 1))
 
 
-def run_dynamics(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", selective: bool = True,
-                 progress: bool = True) -> xr.Dataset:
+def run_dynamics(
+    cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", selective: bool = True, progress: bool = True
+) -> xr.Dataset:
     """Train :class:`LatentDynamics` on Fourier latents of advection-diffusion and score it.
 
     Errors are VRMSE on the resolved modes (truth projected with :meth:`FourierLatent.project`,
@@ -329,10 +400,15 @@ def run_dynamics(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", 
         return latent.decode(model(latent.encode(w)))
 
     steps = cfg["dyn_steps"]
-    curves = train(model, loss, batches(), TrainConfig(steps=steps, lr=cfg["dyn_lr"], warmup=min(20, steps // 5),
-                                                         eval_every=max(1, steps // 20), seed=seed),
-                   evaluate=lambda m: {"val_vrmse": forecast.next_frame_scores(predict, truth)["vrmse"]},
-                   desc="latent dynamics", progress=progress)
+    curves = train(
+        model,
+        loss,
+        batches(),
+        TrainConfig(steps=steps, lr=cfg["dyn_lr"], warmup=min(20, steps // 5), eval_every=max(1, steps // 20), seed=seed),
+        evaluate=lambda m: {"val_vrmse": forecast.next_frame_scores(predict, truth)["vrmse"]},
+        desc="latent dynamics",
+        progress=progress,
+    )
     model.eval()
     with torch.no_grad():
         model_pos = _position_vrmse(predict(truth[:, :, :-1]), truth[:, :, 1:])
@@ -350,12 +426,25 @@ def run_dynamics(cfg: Mapping[str, Any], *, device: torch.device | str = "cpu", 
         truncation = float(metrics.vrmse(truth, u_val).mean())
     position = np.arange(1, frames)
     ds = xr.Dataset(
-        {"vrmse_position": ("position", model_pos.cpu().numpy()), "persistence_position": ("position", persist_pos.cpu().numpy()),
-         "rollout_vrmse": ("lead", roll.cpu().numpy()), "persistence_rollout_vrmse": ("lead", roll_persist.cpu().numpy()),
-         "val_vrmse": curves.val_vrmse, "loss": curves.loss,
-         "example_truth": (("frame", "x"), truth[0, 0].cpu().numpy()), "example_rollout": (("frame", "x"), example[0, 0].cpu().numpy()),
-         "truncation_vrmse": ((), truncation), "causal_leak": ((), leak)},
+        {
+            "vrmse_position": ("position", model_pos.cpu().numpy()),
+            "persistence_position": ("position", persist_pos.cpu().numpy()),
+            "rollout_vrmse": ("lead", roll.cpu().numpy()),
+            "persistence_rollout_vrmse": ("lead", roll_persist.cpu().numpy()),
+            "val_vrmse": curves.val_vrmse,
+            "loss": curves.loss,
+            "example_truth": (("frame", "x"), truth[0, 0].cpu().numpy()),
+            "example_rollout": (("frame", "x"), example[0, 0].cpu().numpy()),
+            "truncation_vrmse": ((), truncation),
+            "causal_leak": ((), leak),
+        },
         coords={"position": position, "lead": np.arange(1, horizon + 1), "frame": np.arange(frames)},
-        attrs={"c": float(vbuf.coefficients[0]["c0"]), "nu": float(vbuf.coefficients[0]["nu"]), "context": int(context),
-               "seconds": float(curves.attrs["seconds"]), "selective": int(selective)})
+        attrs={
+            "c": float(vbuf.coefficients[0]["c0"]),
+            "nu": float(vbuf.coefficients[0]["nu"]),
+            "context": int(context),
+            "seconds": float(curves.attrs["seconds"]),
+            "selective": int(selective),
+        },
+    )
     return ds

@@ -52,12 +52,21 @@ from physfm.nn.tokeniser import Tokeniser
 from physfm.runtime import seed_for
 from physfm.training import TrainConfig, train
 
-__all__ = ["synthetic_dataset", "compare_readers", "boundary_errors", "finite_data", "arm_name", "generalisation_gap",
-           "READER_MISSING"]
+__all__ = [
+    "synthetic_dataset",
+    "compare_readers",
+    "boundary_errors",
+    "finite_data",
+    "arm_name",
+    "generalisation_gap",
+    "READER_MISSING",
+]
 
 EPS = 1e-7  # the VRMSE's (physfm.eval.metrics.EPS)
-READER_MISSING = ("The Well's package (the-well, a test dependency) is not installed here: the comparison with its "
-                  "WellDataset is skipped (pip install the-well to run it).")
+READER_MISSING = (
+    "The Well's package (the-well, a test dependency) is not installed here: the comparison with its "
+    "WellDataset is skipped (pip install the-well to run it)."
+)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -70,8 +79,7 @@ def synthetic_dataset(cfg: Mapping[str, Any], path: str | Path) -> Path:
     train/valid/test, :func:`physfm.data.well.write_well`). Drawn from
     ``seed_for("well/synthetic", cfg["seed"])``. Returns ``path``."""
     g = torch.Generator().manual_seed(seed_for("well/synthetic", cfg["seed"]))
-    t = walled(cfg["system"], batch=cfg["trajectories"], shape=(cfg["grid"],) * 2, frames=cfg["frames"], walls=(0,),
-               generator=g)
+    t = walled(cfg["system"], batch=cfg["trajectories"], shape=(cfg["grid"],) * 2, frames=cfg["frames"], walls=(0,), generator=g)
     root = write_well(t, path, name=f"{cfg['system']}_walls", overwrite=True)
     return root
 
@@ -95,8 +103,9 @@ def compare_readers(path: str | Path, *, split: str = "valid", window: int = 2, 
     if not isinstance(window, int) or window < 2:
         raise ValueError(f"compare_readers: window must be an int >= 2 (input frames and one output), got {window!r}")
     ours = WellWindows(path, split, n_steps_input=window - 1, n_steps_output=1, normalization=None)
-    theirs = WellDataset(path=str(path), well_split_name=split, n_steps_input=window - 1, n_steps_output=1,
-                         use_normalization=False)
+    theirs = WellDataset(
+        path=str(path), well_split_name=split, n_steps_input=window - 1, n_steps_output=1, use_normalization=False
+    )
     count = len(ours) if not n else min(int(n), len(ours))
     if len(theirs) != len(ours):
         raise ValueError(f"compare_readers: physfm reads {len(ours)} windows of {split!r}, The Well's reader {len(theirs)}")
@@ -122,8 +131,18 @@ def _boundary_conditions(path: str | Path, split: str) -> dict[str, tuple[str, s
 
 
 @torch.no_grad()
-def boundary_errors(tokeniser: Tokeniser, path: str | Path, *, stride: int, frames: int, n_windows: int,
-                    split: str = "valid", seed: int = 0, chunk: int = 16, device: torch.device | str = "cpu") -> xr.Dataset:
+def boundary_errors(
+    tokeniser: Tokeniser,
+    path: str | Path,
+    *,
+    stride: int,
+    frames: int,
+    n_windows: int,
+    split: str = "valid",
+    seed: int = 0,
+    chunk: int = 16,
+    device: torch.device | str = "cpu",
+) -> xr.Dataset:
     """Reconstruction errors of ``tokeniser`` on the fields of ``split`` with circular and with
     boundary-matched padding (module docstring), the weights unchanged.
 
@@ -165,11 +184,20 @@ def boundary_errors(tokeniser: Tokeniser, path: str | Path, *, stride: int, fram
         tokeniser.set_padding(before)
         tokeniser.train(was_training)
     return xr.Dataset(
-        {"vrmse": ("padding", np.asarray(out_v)), "vrmse_distance": (("padding", "distance"), np.asarray(out_d)),
-         "cells": ("distance", np.asarray([int((dist == d).sum()) for d in distances]))},
+        {
+            "vrmse": ("padding", np.asarray(out_v)),
+            "vrmse_distance": (("padding", "distance"), np.asarray(out_d)),
+            "cells": ("distance", np.asarray([int((dist == d).sum()) for d in distances])),
+        },
         coords={"padding": ["circular", "matched"], "distance": np.asarray(distances, dtype=int)},
-        attrs={"boundary_conditions": str(dict(bcs)), "matched_padding": str(matched), "samples": int(x.shape[0]),
-               "stride": int(stride), "frames": int(frames)})
+        attrs={
+            "boundary_conditions": str(dict(bcs)),
+            "matched_padding": str(matched),
+            "samples": int(x.shape[0]),
+            "stride": int(stride),
+            "frames": int(frames),
+        },
+    )
 
 
 # -- finite data --------------------------------------------------------------------------------
@@ -192,21 +220,46 @@ def _job(job: Job) -> xr.Dataset:
     fields = data.windows.shape[1]
     torch.manual_seed(seed_for("processor", job.seed))
     model = NextFrameModel(tok, fields, stride=cfg["stride"], width=cfg["width"], blocks=cfg["processor_blocks"]).to(device)
-    stream = WellWindowStream(path, "train", window=cfg["window"], trajectories=n or None, seed=seed_for("train", job.seed),
-                              device=device)
+    stream = WellWindowStream(
+        path, "train", window=cfg["window"], trajectories=n or None, seed=seed_for("train", job.seed), device=device
+    )
     loader = torch.utils.data.DataLoader(stream, batch_size=cfg["batch"])
-    groups = [{"params": list(model.processor.parameters())},
-              {"params": list(model.tokeniser.parameters()), "lr_scale": cfg["tokeniser_lr_scale"]}]
+    groups = [
+        {"params": list(model.processor.parameters())},
+        {"params": list(model.tokeniser.parameters()), "lr_scale": cfg["tokeniser_lr_scale"]},
+    ]
     tc = TrainConfig(steps=cfg["dyn_steps"], lr=cfg["lr"], warmup=cfg["warmup"], eval_every=cfg["eval_every"], seed=job.seed)
-    curves = train(model, lambda m, b, rng: m.loss(b), loader, tc, evaluate=data.scores, parameters=groups,
-                   desc=harness.describe_job(job), progress=False, checkpoint=harness.checkpoint_path(job))
+    curves = train(
+        model,
+        lambda m, b, rng: m.loss(b),
+        loader,
+        tc,
+        evaluate=data.scores,
+        parameters=groups,
+        desc=harness.describe_job(job),
+        progress=False,
+        checkpoint=harness.checkpoint_path(job),
+    )
     model.eval()
-    own = fixed_windows(path, "train", window=cfg["window"], n=min(cfg["train_windows"], _windows_in(stream)),
-                        trajectories=n or None, seed=job.seed, purpose="own", device=device)
+    own = fixed_windows(
+        path,
+        "train",
+        window=cfg["window"],
+        n=min(cfg["train_windows"], _windows_in(stream)),
+        trajectories=n or None,
+        seed=job.seed,
+        purpose="own",
+        device=device,
+    )
     with torch.no_grad():
         own_vrmse = float(forecast.next_frame_scores(model, own)["vrmse"])
-    return harness.job_dataset(curves, rollout=data.rollout(model.rollout), train_vrmse=own_vrmse,
-                               train_trajectories=len(stream.chosen), **harness.drop_counts(stream))
+    return harness.job_dataset(
+        curves,
+        rollout=data.rollout(model.rollout),
+        train_vrmse=own_vrmse,
+        train_trajectories=len(stream.chosen),
+        **harness.drop_counts(stream),
+    )
 
 
 def _copy(tok: Tokeniser) -> Tokeniser:
@@ -220,8 +273,16 @@ def _windows_in(stream: WellWindowStream) -> int:
     return sum(w.windows_per_trajectory(k) for k, _ in stream.chosen)
 
 
-def finite_data(cfg: Mapping[str, Any], tokeniser: Tokeniser, path: str | Path, *, device: torch.device | str = "cpu",
-                progress: bool = True, seeds: Sequence[int] | None = None, folder: str | None = None) -> xr.Dataset:
+def finite_data(
+    cfg: Mapping[str, Any],
+    tokeniser: Tokeniser,
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    seeds: Sequence[int] | None = None,
+    folder: str | None = None,
+) -> xr.Dataset:
     """Next-frame models trained on ``n`` training trajectories for each ``n`` of
     ``cfg["train_trajectories"]`` (0: every training trajectory), one arm each (:func:`arm_name`),
     for ``seeds`` (default ``(cfg["seed"],)``), around copies of ``tokeniser`` with the padding
@@ -238,13 +299,22 @@ def finite_data(cfg: Mapping[str, Any], tokeniser: Tokeniser, path: str | Path, 
     if not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts):
         raise ValueError(f"finite_data: train_trajectories must be counts >= 0 (0: every trajectory), got {counts!r}")
     start = time.perf_counter()
-    data = well_eval_data(path, window=cfg["window"], n_windows=cfg["val_windows"], context=cfg["context"],
-                          steps=cfg["rollout_steps"], n_rollouts=cfg["val_rollouts"], seed=cfg["seed"], device=device)
+    data = well_eval_data(
+        path,
+        window=cfg["window"],
+        n_windows=cfg["val_windows"],
+        context=cfg["context"],
+        steps=cfg["rollout_steps"],
+        n_rollouts=cfg["val_rollouts"],
+        seed=cfg["seed"],
+        device=device,
+    )
     bcs = _boundary_conditions(path, "train")
     arms = {arm_name(n): n for n in counts}
     _SHARED.clear()
-    _SHARED.update(cfg=dict(cfg), tokeniser=_copy(tokeniser), data=data, path=str(path), device=device, arms=arms,
-                   padding=padding_for(bcs))
+    _SHARED.update(
+        cfg=dict(cfg), tokeniser=_copy(tokeniser), data=data, path=str(path), device=device, arms=arms, padding=padding_for(bcs)
+    )
     jobs = [Job(a, s) for s in (seeds or (cfg["seed"],)) for a in arms]
     try:
         results = harness.run_jobs(_job, jobs, folder=folder, desc=f"{len(jobs)} next-frame runs", progress=progress)

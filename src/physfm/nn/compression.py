@@ -86,9 +86,22 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
 
-__all__ = ["SpatialConv", "CausalTimeConv", "FlexPatch", "FlexUnpatch", "check_frames", "latent_frames",
-           "PADDING_MODES", "BOUNDARY_PADDING", "padding_modes", "padding_for", "pad", "set_padding", "padding_of",
-           "boundary_distance"]
+__all__ = [
+    "SpatialConv",
+    "CausalTimeConv",
+    "FlexPatch",
+    "FlexUnpatch",
+    "check_frames",
+    "latent_frames",
+    "PADDING_MODES",
+    "BOUNDARY_PADDING",
+    "padding_modes",
+    "padding_for",
+    "pad",
+    "set_padding",
+    "padding_of",
+    "boundary_distance",
+]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -137,8 +150,10 @@ def padding_modes(padding: Padding, spatial_dims: int, who: str = "padding_modes
     padding wraps an axis around, so it is both sides of an axis or neither."""
 
     def bad(detail: str) -> ValueError:
-        return ValueError(f"{who}: padding must be one of {PADDING_MODES} or a sequence of {spatial_dims} such modes or "
-                          f"(low, high) pairs, one per spatial axis; got {padding!r} ({detail})")
+        return ValueError(
+            f"{who}: padding must be one of {PADDING_MODES} or a sequence of {spatial_dims} such modes or "
+            f"(low, high) pairs, one per spatial axis; got {padding!r} ({detail})"
+        )
 
     if isinstance(padding, str):
         padding = [padding] * spatial_dims
@@ -155,8 +170,9 @@ def padding_modes(padding: Padding, spatial_dims: int, who: str = "padding_modes
     return tuple(out)
 
 
-def padding_for(boundaries: Mapping[str, Sequence[str]] | Sequence[Sequence[str] | str],
-                axes: Sequence[str] | None = None) -> Modes:
+def padding_for(
+    boundaries: Mapping[str, Sequence[str]] | Sequence[Sequence[str] | str], axes: Sequence[str] | None = None
+) -> Modes:
     """The padding that matches boundary conditions named as The Well names them.
 
     Args:
@@ -177,14 +193,18 @@ def padding_for(boundaries: Mapping[str, Sequence[str]] | Sequence[Sequence[str]
     elif isinstance(boundaries, Sequence) and not isinstance(boundaries, str):
         entries = list(boundaries)
     else:
-        raise TypeError(f"padding_for: boundaries must map axes to (low, high) conditions or list them in axis order, "
-                        f"got {type(boundaries).__name__} {boundaries!r}")
+        raise TypeError(
+            f"padding_for: boundaries must map axes to (low, high) conditions or list them in axis order, "
+            f"got {type(boundaries).__name__} {boundaries!r}"
+        )
     out = []
     for entry in entries:
         pair = (entry, entry) if isinstance(entry, str) else tuple(entry)
         if len(pair) != 2 or any(str(b).lower() not in BOUNDARY_PADDING for b in pair):
-            raise ValueError(f"padding_for: each axis needs (low, high) conditions among {sorted(BOUNDARY_PADDING)}, "
-                             f"got {entry!r} in {boundaries!r}")
+            raise ValueError(
+                f"padding_for: each axis needs (low, high) conditions among {sorted(BOUNDARY_PADDING)}, "
+                f"got {entry!r} in {boundaries!r}"
+            )
         out.append(tuple(BOUNDARY_PADDING[str(b).lower()] for b in pair))
     return padding_modes(out, len(out), "padding_for")
 
@@ -226,8 +246,10 @@ def pad(x: torch.Tensor, amount: int, modes: Modes) -> torch.Tensor:
         n = x.shape[axis]
         need = max((amount + 1 if m == "reflect" else amount if m in ("circular", "symmetric") else 1) for m in (lo, hi))
         if n < need:
-            raise ValueError(f"pad: spatial axis {i} has {n} points, too few for {amount} cells of {(lo, hi)} padding "
-                             f"(needs at least {need}); use a larger grid, a smaller kernel or 'replicate'/'zeros'")
+            raise ValueError(
+                f"pad: spatial axis {i} has {n} points, too few for {amount} cells of {(lo, hi)} padding "
+                f"(needs at least {need}); use a larger grid, a smaller kernel or 'replicate'/'zeros'"
+            )
         x = torch.cat([_side(x, axis, amount, lo, True), x, _side(x, axis, amount, hi, False)], dim=axis)
     return x
 
@@ -243,8 +265,9 @@ class SpatialConv(nn.Module):
 
     lora_weight = "weight"  # the kernel physfm.nn.lora adapts (see physfm.nn.lora.LoRAKernel)
 
-    def __init__(self, c_in: int, c_out: int, kernel: int = 3, *, spatial_dims: int = 2, bias: bool = True,
-                 padding: Padding = "circular"):
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int = 3, *, spatial_dims: int = 2, bias: bool = True, padding: Padding = "circular"
+    ):
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"SpatialConv: kernel must be odd to keep the grid, got {kernel}")
@@ -314,7 +337,9 @@ def padding_of(module: nn.Module) -> Modes:
     """The padding of the spatial convolutions of ``module`` (a ValueError if they differ)."""
     found = {m.padding for m in module.modules() if isinstance(m, SpatialConv)}
     if len(found) != 1:
-        raise ValueError(f"padding_of: {type(module).__name__} has {'no SpatialConv' if not found else f'mixed paddings {sorted(found)}'}")
+        raise ValueError(
+            f"padding_of: {type(module).__name__} has {'no SpatialConv' if not found else f'mixed paddings {sorted(found)}'}"
+        )
     return found.pop()
 
 
@@ -378,7 +403,9 @@ class _Flex(nn.Module):
 
     def check_stride(self, stride: int, time_stride: int) -> None:
         if stride not in self.strides:
-            raise ValueError(f"{type(self).__name__}: spatial stride {stride} is not one of {self.strides} (divisors of patch={self.patch})")
+            raise ValueError(
+                f"{type(self).__name__}: spatial stride {stride} is not one of {self.strides} (divisors of patch={self.patch})"
+            )
         if time_stride not in self.time_strides:
             raise ValueError(
                 f"{type(self).__name__}: time stride {time_stride} is not one of {self.time_strides} (divisors of time_patch={self.time_patch})"

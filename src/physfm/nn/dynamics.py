@@ -136,7 +136,9 @@ class NextFrameModel(_FramePredictor):
 
     def __init__(self, tokeniser: Tokeniser, fields: int = 1, *, stride: int = 4, width: int = 64, blocks: int = 2):
         super().__init__(tokeniser, fields, stride)
-        self.processor = LatentProcessor(fields * tokeniser.config.latent, width, blocks, spatial_dims=tokeniser.config.spatial_dims)
+        self.processor = LatentProcessor(
+            fields * tokeniser.config.latent, width, blocks, spatial_dims=tokeniser.config.spatial_dims
+        )
 
     def freeze_tokeniser(self) -> None:
         """Keep the tokeniser's weights fixed: only the processor trains."""

@@ -55,8 +55,6 @@ __all__ = [
 METHODS = ("euler", "heun")
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # The velocity network
 # ---------------------------------------------------------------------------------------------
@@ -133,15 +131,18 @@ class VelocityNet(nn.Module):
         self.embed = nn.Sequential(nn.Linear(time_dim, 2 * width), nn.SiLU(), nn.Linear(2 * width, 2 * width))
         self.lift = conv(channels, width, 3, padding=1, padding_mode="circular")
         self.blocks = nn.ModuleList([_VelocityBlock(width, spatial_dims, 2 * width) for _ in range(blocks)])
-        self.out = nn.Sequential(nn.GroupNorm(math.gcd(8, width), width), nn.SiLU(),
-                                 conv(width, channels, 3, padding=1, padding_mode="circular"))
+        self.out = nn.Sequential(
+            nn.GroupNorm(math.gcd(8, width), width), nn.SiLU(), conv(width, channels, 3, padding=1, padding_mode="circular")
+        )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         d = self.spatial_dims
         if x.ndim != d + 2 or x.shape[1] != self.channels:
-            raise ValueError(f"VelocityNet: x must be (n, {self.channels}, *space) with {d} spatial axes, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"VelocityNet: x must be (n, {self.channels}, *space) with {d} spatial axes, got shape {tuple(x.shape)}"
+            )
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
@@ -263,7 +264,9 @@ def sample(
     return (x, torch.stack(path)) if return_path else x
 
 
-def gaussian_velocity(mean: float | torch.Tensor, std: float | torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def gaussian_velocity(
+    mean: float | torch.Tensor, std: float | torch.Tensor
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The exact marginal velocity of the straight path from ``N(0, 1)`` to ``N(mean, std^2)``.
 
     With ``x_0 ~ N(0, 1)`` and ``x_1 ~ N(m, s^2)`` independent, ``x_t`` is Gaussian with mean

@@ -112,7 +112,7 @@ class SpectralConv(nn.Module):
         self.weight = nn.Parameter(scale * torch.randn(in_channels, out_channels, *kept, 2))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         # the position of frequency 0 among the kept modes, flattened
-        self._zero_mode = int(sum((m // 2) * math.prod(kept[i + 1:]) for i, m in enumerate(n_modes[:-1])))
+        self._zero_mode = int(sum((m // 2) * math.prod(kept[i + 1 :]) for i, m in enumerate(n_modes[:-1])))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}"
@@ -175,8 +175,16 @@ class FNO(nn.Module):
     ``u + FNO(u)``, the natural form for a time-stepping operator.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, n_modes: Sequence[int], *, width: int = 32, blocks: int = 4,
-                 residual: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        n_modes: Sequence[int],
+        *,
+        width: int = 32,
+        blocks: int = 4,
+        residual: bool = False,
+    ):
         super().__init__()
         d = len(n_modes)
         if residual and in_channels != out_channels:
@@ -210,8 +218,16 @@ class FNODecoder(nn.Module):
     frame is decoded on its own.
     """
 
-    def __init__(self, latent_channels: int, fields: int, n_modes: Sequence[int], *, width: int = 32, blocks: int = 2,
-                 spatial_dims: int | None = None):
+    def __init__(
+        self,
+        latent_channels: int,
+        fields: int,
+        n_modes: Sequence[int],
+        *,
+        width: int = 32,
+        blocks: int = 2,
+        spatial_dims: int | None = None,
+    ):
         super().__init__()
         d = spatial_dims or len(n_modes)
         if len(n_modes) != d:
@@ -284,8 +300,7 @@ def _real_analysis_matrix(n: int, k: int, dtype: torch.dtype, device: torch.devi
 
 
 @functools.lru_cache(maxsize=512)
-def _synthesis_matrix(n_in: int, freqs: tuple[int, ...], n_out: int, dtype: torch.dtype,
-                      device: torch.device) -> torch.Tensor:
+def _synthesis_matrix(n_in: int, freqs: tuple[int, ...], n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(len(freqs), n_out)``: the modes of a field on ``n_in`` points, evaluated on ``n_out`` points.
 
     A mode is ``exp(2 pi i f x)``; the Nyquist mode of an even input grid (``|f| = n_in/2``) is
@@ -410,15 +425,27 @@ def _real_dtype(x: torch.Tensor, who: str) -> torch.dtype:
 
 
 @functools.lru_cache(maxsize=256)
-def _transforms(shape: tuple[int, ...], out_shape: tuple[int, ...], leading: tuple[tuple[int, ...], ...], k: int,
-                dtype: torch.dtype, device: torch.device) -> tuple[_Separable, _Separable]:
+def _transforms(
+    shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    leading: tuple[tuple[int, ...], ...],
+    k: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[_Separable, _Separable]:
     """The analysis on ``shape`` (real field -> kept coefficients) and the synthesis onto
     ``out_shape`` (kept coefficients -> real field) of the frequencies ``leading`` and ``0 ... k-1``."""
     cdtype = _COMPLEX[dtype]
-    analysis = _Separable(True, _real_analysis_matrix(shape[-1], k, dtype, device),
-                          [_analysis_matrix(n, f, cdtype, device) for n, f in zip(shape, leading)])
-    synthesis = _Separable(False, _real_synthesis_matrix(shape[-1], k, out_shape[-1], dtype, device),
-                           [_synthesis_matrix(n, f, m, cdtype, device) for n, f, m in zip(shape, leading, out_shape)])
+    analysis = _Separable(
+        True,
+        _real_analysis_matrix(shape[-1], k, dtype, device),
+        [_analysis_matrix(n, f, cdtype, device) for n, f in zip(shape, leading)],
+    )
+    synthesis = _Separable(
+        False,
+        _real_synthesis_matrix(shape[-1], k, out_shape[-1], dtype, device),
+        [_synthesis_matrix(n, f, m, cdtype, device) for n, f, m in zip(shape, leading, out_shape)],
+    )
     return analysis, synthesis
 
 
@@ -441,8 +468,10 @@ def fourier_resize(x: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
         return x
     # every frequency the smaller grid holds: all of the input's when upsampling (its Nyquist
     # mode is then a cosine); |k| <= N_out/2 when downsampling, both signs, to fold at the output
-    leading = tuple(tuple(range(-(n // 2), n - n // 2)) if n <= m else tuple(range(-(m // 2), m // 2 + 1))
-                    for n, m in zip(shape[:-1], out_shape[:-1]))
+    leading = tuple(
+        tuple(range(-(n // 2), n - n // 2)) if n <= m else tuple(range(-(m // 2), m // 2 + 1))
+        for n, m in zip(shape[:-1], out_shape[:-1])
+    )
     k = min(shape[-1], out_shape[-1]) // 2 + 1
     analysis, synthesis = _transforms(shape, out_shape, leading, k, _real_dtype(x, "fourier_resize"), x.device)
     return _LinearMap.apply(_LinearMap.apply(x, analysis), synthesis)

@@ -128,8 +128,15 @@ class LoRALayer(nn.Module):
     #: whether ``path="auto"`` folds while the adapter needs gradients (see the module docstring)
     fold_with_grad: bool = True
 
-    def __init__(self, base: nn.Module, r: int, alpha: float | None = None, dropout: float = 0.0, *,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        base: nn.Module,
+        r: int,
+        alpha: float | None = None,
+        dropout: float = 0.0,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         name = type(self).__name__
         if isinstance(r, bool) or not isinstance(r, int):
@@ -203,8 +210,10 @@ class LoRALayer(nn.Module):
     def _fold(self, x: torch.Tensor) -> bool:
         if self.path == "folded":
             if self._dropout_active():
-                raise ValueError(f"{type(self).__name__}: path='folded' cannot apply dropout to the adapter input; "
-                                 "use path='factored' or 'auto', or call .eval()")
+                raise ValueError(
+                    f"{type(self).__name__}: path='folded' cannot apply dropout to the adapter input; "
+                    "use path='factored' or 'auto', or call .eval()"
+                )
             return True
         if self.path == "factored" or self._dropout_active():
             return False
@@ -225,8 +234,9 @@ class LoRALayer(nn.Module):
             want = f"(batch, {n_in}, *space) or ({n_in}, *space) with {self.d} spatial axes"
             ok = x.ndim in (self.d + 1, self.d + 2)
         if not ok or x.shape[axis] != n_in:
-            raise ValueError(f"{type(self).__name__} around {type(self.base).__name__}: input of shape "
-                             f"{tuple(x.shape)}, expected {want}")
+            raise ValueError(
+                f"{type(self).__name__} around {type(self.base).__name__}: input of shape {tuple(x.shape)}, expected {want}"
+            )
 
     def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
         self._check(x)
@@ -332,8 +342,9 @@ class LoRAConv(LoRALayer):
 
     def folded_weight(self):
         w = self.base.weight
-        flat = torch.addmm(rearrange(w, "o i ... -> o (i ...)"), self.lora_B,
-                           rearrange(self.lora_A, "r i ... -> r (i ...)"), alpha=self.scaling)
+        flat = torch.addmm(
+            rearrange(w, "o i ... -> o (i ...)"), self.lora_B, rearrange(self.lora_A, "r i ... -> r (i ...)"), alpha=self.scaling
+        )
         return flat.view(w.shape)
 
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int | tuple[int, ...] | str]:
@@ -370,7 +381,8 @@ class LoRAConv(LoRALayer):
             # y_(n,group) += s B_group h_(n,group): one batched GEMM accumulating into the output.
             # .view (not rearrange) because the in-place update must land in y itself.
             y.view(n * g, -1, y[0, 0].numel()).baddbmm_(
-                repeat(b, "g o r -> (n g) o r", n=n), h.view(n * g, self.r, -1), alpha=self.scaling)
+                repeat(b, "g o r -> (n g) o r", n=n), h.view(n * g, self.r, -1), alpha=self.scaling
+            )
             return y
         hg = rearrange(h, "n (g r) ... -> n g r ...", g=g)
         return y + self.scaling * rearrange(torch.einsum("gor,ngr...->ngo...", b, hg), "n g o ... -> n (g o) ...")
@@ -396,8 +408,12 @@ class LoRAConvTranspose(LoRALayer):
 
     def folded_weight(self):
         w = self.base.weight
-        flat = torch.addmm(rearrange(w, "i o ... -> i (o ...)"), self.lora_A.t(),
-                           rearrange(self.lora_B, "r o ... -> r (o ...)"), alpha=self.scaling)
+        flat = torch.addmm(
+            rearrange(w, "i o ... -> i (o ...)"),
+            self.lora_A.t(),
+            rearrange(self.lora_B, "r o ... -> r (o ...)"),
+            alpha=self.scaling,
+        )
         return flat.view(w.shape)
 
     def _output_padding(self, x, output_size):
@@ -450,8 +466,10 @@ class LoRAKernel(LoRALayer):
         if not isinstance(name, str) or not isinstance(getattr(base, name, None), nn.Parameter):
             raise TypeError(f"LoRAKernel: a {type(base).__name__} does not name its kernel parameter in `lora_weight`")
         if dropout:
-            raise ValueError(f"LoRAKernel: dropout must be 0 (got {dropout}): the adapter is folded into the kernel of "
-                             f"{type(base).__name__}'s own forward, so its input cannot be dropped")
+            raise ValueError(
+                f"LoRAKernel: dropout must be 0 (got {dropout}): the adapter is folded into the kernel of "
+                f"{type(base).__name__}'s own forward, so its input cannot be dropped"
+            )
         self.weight_name = name
         super().__init__(base, r, alpha, dropout, **kwargs)
 
@@ -464,8 +482,9 @@ class LoRAKernel(LoRALayer):
 
     def folded_weight(self):
         w = self.base_weight
-        flat = torch.addmm(rearrange(w, "o ... -> o (...)"), self.lora_B,
-                           rearrange(self.lora_A, "r ... -> r (...)"), alpha=self.scaling)
+        flat = torch.addmm(
+            rearrange(w, "o ... -> o (...)"), self.lora_B, rearrange(self.lora_A, "r ... -> r (...)"), alpha=self.scaling
+        )
         return flat.view(w.shape)
 
     def _check(self, x):
@@ -473,8 +492,10 @@ class LoRAKernel(LoRALayer):
 
     def _fold(self, x):
         if self.path not in ("auto", "folded"):
-            raise ValueError(f"LoRAKernel: path must be 'auto' or 'folded' (a layer with its own forward has no "
-                             f"factored form), got {self.path!r}")
+            raise ValueError(
+                f"LoRAKernel: path must be 'auto' or 'folded' (a layer with its own forward has no "
+                f"factored form), got {self.path!r}"
+            )
         return True
 
     def _run(self, x, weight, *args):
@@ -510,15 +531,20 @@ def _lora_class(name: str, module: nn.Module) -> type[LoRALayer]:
         return LoRAKernel
     for kind in type(module).__mro__:
         if kind in SUPPORTED:
-            if type(module).forward is not kind.forward or getattr(type(module), "_conv_forward", None) \
-                    is not getattr(kind, "_conv_forward", None):
-                raise TypeError(f"inject_lora: module {name!r} is a {type(module).__name__}, a subclass of "
-                                f"{kind.__name__} with its own forward, which LoRA here would bypass; "
-                                "adapt its inner layers instead")
+            if type(module).forward is not kind.forward or getattr(type(module), "_conv_forward", None) is not getattr(
+                kind, "_conv_forward", None
+            ):
+                raise TypeError(
+                    f"inject_lora: module {name!r} is a {type(module).__name__}, a subclass of "
+                    f"{kind.__name__} with its own forward, which LoRA here would bypass; "
+                    "adapt its inner layers instead"
+                )
             return SUPPORTED[kind]
     supported = ", ".join(k.__name__ for k in SUPPORTED)
-    raise TypeError(f"inject_lora: module {name!r} is a {type(module).__name__}; LoRA supports {supported} "
-                    "and layers that name their kernel in `lora_weight` (narrow the target pattern so it matches only those)")
+    raise TypeError(
+        f"inject_lora: module {name!r} is a {type(module).__name__}; LoRA supports {supported} "
+        "and layers that name their kernel in `lora_weight` (narrow the target pattern so it matches only those)"
+    )
 
 
 def _adaptable(module: nn.Module) -> bool:
@@ -532,8 +558,11 @@ def _adaptable(module: nn.Module) -> bool:
 def adaptable(model: nn.Module) -> list[str]:
     """Names of the modules of ``model`` that :func:`inject_lora` can wrap, in model order
     (pass them as ``targets`` to adapt every one of them)."""
-    return [name for name, m in model.named_modules() if name and _adaptable(m)
-            and not any(isinstance(p, LoRALayer) for p in _parents(model, name))]
+    return [
+        name
+        for name, m in model.named_modules()
+        if name and _adaptable(m) and not any(isinstance(p, LoRALayer) for p in _parents(model, name))
+    ]
 
 
 def _parents(model: nn.Module, name: str) -> list[nn.Module]:
@@ -601,13 +630,15 @@ def inject_lora(
             names = adaptable(model)
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             kind = "regex" if regex else "glob"
-            raise ValueError(f"inject_lora: target {pattern!r} ({kind}) matches no module name; "
-                             f"adaptable modules are: {shown or 'none'}")
+            raise ValueError(
+                f"inject_lora: target {pattern!r} ({kind}) matches no module name; adaptable modules are: {shown or 'none'}"
+            )
         chosen.update(hits)
     order = [n for n in modules if n in chosen]
     for name in order:
-        if isinstance(modules[name], LoRALayer) or any(name.startswith(p + ".") for p, m in modules.items()
-                                                       if isinstance(m, LoRALayer)):
+        if isinstance(modules[name], LoRALayer) or any(
+            name.startswith(p + ".") for p, m in modules.items() if isinstance(m, LoRALayer)
+        ):
             raise ValueError(f"inject_lora: module {name!r} already carries LoRA (call unload_lora first)")
         _lora_class(name, modules[name])
     if freeze_base:

@@ -72,9 +72,16 @@ from physfm.nn.layers import CONV as _CONV
 from physfm.nn.scan import MambaStack
 
 __all__ = [
-    "FiLM", "SpectralToken", "SpectralFusion", "CausalTransformer", "PDEFM",
-    "spectral_l2", "pdefm_loss", "matched_transformer_hidden",
+    "FiLM",
+    "SpectralToken",
+    "SpectralFusion",
+    "CausalTransformer",
+    "PDEFM",
+    "spectral_l2",
+    "pdefm_loss",
+    "matched_transformer_hidden",
 ]
+
 
 def _axes(d: int) -> str:
     """``"s0 s1"`` for d = 2: names of the spatial axes in einops patterns."""
@@ -103,9 +110,11 @@ class FiLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if tokens.shape[-1] != self.dim or c.ndim != 2 or c.shape[0] != tokens.shape[0]:
-            raise ValueError(f"FiLM: want tokens (n, ..., {self.dim}) and c (n, cond_dim), "
-                             f"got tokens {tuple(tokens.shape)} and c {tuple(c.shape)}")
-        gamma, beta = self.net(c).chunk(2, dim=-1)                        # (n, dim) each
+            raise ValueError(
+                f"FiLM: want tokens (n, ..., {self.dim}) and c (n, cond_dim), "
+                f"got tokens {tuple(tokens.shape)} and c {tuple(c.shape)}"
+            )
+        gamma, beta = self.net(c).chunk(2, dim=-1)  # (n, dim) each
         shape = (c.shape[0],) + (1,) * (tokens.ndim - 2) + (self.dim,)
         return tokens * (1 + gamma.reshape(shape)) + beta.reshape(shape)
 
@@ -140,16 +149,17 @@ class SpectralToken(nn.Module):
         """The truncated spectrum as real numbers: ``(n, channels * M * 2)``."""
         d, m = self.d, self.modes
         if a.ndim != d + 2 or a.shape[1] != self.channels:
-            raise ValueError(f"SpectralToken: a must be (n, {self.channels}, *space) with {d} spatial axes, "
-                             f"got shape {tuple(a.shape)}")
+            raise ValueError(
+                f"SpectralToken: a must be (n, {self.channels}, *space) with {d} spatial axes, got shape {tuple(a.shape)}"
+            )
         space = a.shape[2:]
         if any(n < 2 * m + 1 for n in space):
             raise ValueError(f"SpectralToken: modes={m} needs every spatial size >= {2 * m + 1}, got {tuple(space)}")
         ah = torch.fft.rfftn(a, dim=tuple(range(-d, 0)), norm="forward")
-        for i, n in enumerate(space):   # wavenumbers 0, 1, ..., m (then -m, ..., -1 but on the last axis)
+        for i, n in enumerate(space):  # wavenumbers 0, 1, ..., m (then -m, ..., -1 but on the last axis)
             idx = torch.arange(0, m + 1) if i == d - 1 else torch.cat([torch.arange(0, m + 1), torch.arange(-m, 0) % n])
-            ah = ah.index_select(2 + i, idx.to(a.device))                # (n, c, 2m+1, ..., m+1)
-        z = rearrange(ah, "n c ... -> n c (...)")[..., 1:]               # k = 0 comes first: drop it
+            ah = ah.index_select(2 + i, idx.to(a.device))  # (n, c, 2m+1, ..., m+1)
+        z = rearrange(ah, "n c ... -> n c (...)")[..., 1:]  # k = 0 comes first: drop it
         return rearrange(torch.view_as_real(z), "n c k two -> n (c k two)")
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
@@ -227,7 +237,7 @@ class CausalTransformer(nn.Module):
     def encoding(self, length: int, device, dtype) -> torch.Tensor:
         pos = torch.arange(length, device=device, dtype=torch.float64)[:, None]
         freq = torch.exp(-math.log(10_000.0) * torch.arange(0, self.dim, 2, device=device, dtype=torch.float64) / self.dim)
-        return torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)], dim=-1).to(dtype)   # (length, dim)
+        return torch.cat([torch.sin(pos * freq), torch.cos(pos * freq)], dim=-1).to(dtype)  # (length, dim)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         u = u + self.encoding(u.shape[1], u.device, u.dtype)
@@ -243,8 +253,10 @@ def matched_transformer_hidden(dim: int, n_layers: int, target: int) -> int:
     per_layer = target / n_layers
     hidden = round((per_layer - 4 * dim * dim - 7 * dim) / (2 * dim + 1))
     if hidden < 1:
-        raise ValueError(f"matched_transformer_hidden: {target} parameters are too few for {n_layers} "
-                         f"attention layers of width {dim} (attention alone needs {n_layers * (4 * dim * dim + 7 * dim)})")
+        raise ValueError(
+            f"matched_transformer_hidden: {target} parameters are too few for {n_layers} "
+            f"attention layers of width {dim} (attention alone needs {n_layers * (4 * dim * dim + 7 * dim)})"
+        )
     return hidden
 
 
@@ -273,11 +285,27 @@ class PDEFM(nn.Module):
         spatial_dims: 1, 2 or 3.
     """
 
-    def __init__(self, systems: Mapping[str, int], *, width: int = 8, dim: int = 32, patch: int = 4,
-                 spectral_modes: int = 4, spectral_token: bool = True, n_coefficients: int = 4,
-                 layers: int = 2, d_state: int = 8, backbone: str = "mamba", transformer_hidden: int = 64,
-                 decoder_width: int = 16, decoder_modes: int = 8, decoder_blocks: int = 1, heads: int = 2,
-                 embed: int = 8, spatial_dims: int = 2):
+    def __init__(
+        self,
+        systems: Mapping[str, int],
+        *,
+        width: int = 8,
+        dim: int = 32,
+        patch: int = 4,
+        spectral_modes: int = 4,
+        spectral_token: bool = True,
+        n_coefficients: int = 4,
+        layers: int = 2,
+        d_state: int = 8,
+        backbone: str = "mamba",
+        transformer_hidden: int = 64,
+        decoder_width: int = 16,
+        decoder_modes: int = 8,
+        decoder_blocks: int = 1,
+        heads: int = 2,
+        embed: int = 8,
+        spatial_dims: int = 2,
+    ):
         super().__init__()
         if not systems or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in systems.values()):
             raise ValueError(f"PDEFM: systems must map names to positive field counts, got {dict(systems)!r}")
@@ -293,10 +321,10 @@ class PDEFM(nn.Module):
         self.adapters_in = nn.ModuleDict({s: conv(f, width, 1) for s, f in systems.items()})
         self.adapters_out = nn.ModuleDict({s: conv(decoder_width, f, 1) for s, f in systems.items()})
         self.generic_in, self.generic_out = conv(1, width, 1), conv(decoder_width, 1, 1)
-        for out in [*self.adapters_out.values(), self.generic_out]:   # persistence at the start
+        for out in [*self.adapters_out.values(), self.generic_out]:  # persistence at the start
             nn.init.zeros_(out.weight)
             nn.init.zeros_(out.bias)
-        self.embed = nn.Embedding(len(systems) + 1, embed)            # the last row: "unknown system"
+        self.embed = nn.Embedding(len(systems) + 1, embed)  # the last row: "unknown system"
         self.patches = conv(width, dim, patch, stride=patch)
         if self.spectral_token:
             self.spectral = SpectralToken(width, dim, spectral_modes, spatial_dims)
@@ -307,15 +335,22 @@ class PDEFM(nn.Module):
         else:
             self.backbone = CausalTransformer(dim, layers, heads=heads, hidden=transformer_hidden)
         self.norm = nn.RMSNorm(dim)
-        self.decoder = FNODecoder(dim, decoder_width, (decoder_modes,) * spatial_dims, width=decoder_width,
-                                  blocks=decoder_blocks, spatial_dims=spatial_dims)
+        self.decoder = FNODecoder(
+            dim,
+            decoder_width,
+            (decoder_modes,) * spatial_dims,
+            width=decoder_width,
+            blocks=decoder_blocks,
+            spatial_dims=spatial_dims,
+        )
 
     # -- the pieces --------------------------------------------------------------------------
 
     def _check(self, x: torch.Tensor, system: str | None) -> None:
         if system is not None and system not in self.systems:
-            raise ValueError(f"PDEFM: system {system!r} has no adapter; known systems: {self.names} "
-                             f"(system=None takes the generic path)")
+            raise ValueError(
+                f"PDEFM: system {system!r} has no adapter; known systems: {self.names} (system=None takes the generic path)"
+            )
         if not isinstance(x, torch.Tensor) or x.ndim != self.d + 3:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"PDEFM: x must be (n, fields, time, *space) with {self.d} spatial axes, got {got}")
@@ -324,8 +359,9 @@ class PDEFM(nn.Module):
         if any(n % self.patch for n in x.shape[3:]):
             raise ValueError(f"PDEFM: spatial sizes {tuple(x.shape[3:])} must be multiples of patch={self.patch}")
 
-    def condition(self, n: int, system: str | None, coefficients: torch.Tensor | None,
-                  dt: torch.Tensor | float | None, device) -> torch.Tensor:
+    def condition(
+        self, n: int, system: str | None, coefficients: torch.Tensor | None, dt: torch.Tensor | float | None, device
+    ) -> torch.Tensor:
         """The metadata vector ``c = [e_s, coefficients, log dt]``: ``(n, embed + K + 1)``.
 
         ``coefficients: (n, k)`` with ``k <= n_coefficients`` (zero-padded; ``None``: zeros);
@@ -336,8 +372,9 @@ class PDEFM(nn.Module):
         coef = torch.zeros(n, self.n_coefficients, device=device)
         if coefficients is not None:
             if coefficients.ndim != 2 or coefficients.shape[0] != n or coefficients.shape[1] > self.n_coefficients:
-                raise ValueError(f"PDEFM: coefficients must be (n={n}, k <= {self.n_coefficients}), "
-                                 f"got shape {tuple(coefficients.shape)}")
+                raise ValueError(
+                    f"PDEFM: coefficients must be (n={n}, k <= {self.n_coefficients}), got shape {tuple(coefficients.shape)}"
+                )
             coef[:, : coefficients.shape[1]] = coefficients
         log_dt = torch.zeros(n, 1, device=device)
         if dt is not None:
@@ -358,8 +395,8 @@ class PDEFM(nn.Module):
         s = _axes(self.d)
         t = x.shape[2]
         frames = rearrange(x, f"n f t {s} -> (n t) f {s}")
-        a = self.adapters_in[system](frames) if system is not None else self.generic_in(frames)   # (n' t, C, *S)
-        u = self.patches(a)                                                        # (n' t, D, *grid)
+        a = self.adapters_in[system](frames) if system is not None else self.generic_in(frames)  # (n' t, C, *S)
+        u = self.patches(a)  # (n' t, D, *grid)
         grid = tuple(u.shape[2:])
         u = rearrange(u, f"b d {s} -> b ({s}) d")
         if self.spectral_token:
@@ -367,8 +404,13 @@ class PDEFM(nn.Module):
         u = rearrange(u, "(n t) p d -> n t p d", t=t)
         return self.film(u, c), grid
 
-    def forward(self, x: torch.Tensor, system: str | None, coefficients: torch.Tensor | None = None,
-                dt: torch.Tensor | float | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        system: str | None,
+        coefficients: torch.Tensor | None = None,
+        dt: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
         """Predictions of frames ``1 .. T`` from frames ``0 .. T-1``.
 
         Args:
@@ -392,11 +434,11 @@ class PDEFM(nn.Module):
         else:
             x_in = x
             c = self.condition(n, system, coefficients, dt, x.device)
-        u, grid = self.tokens(x_in, system, c)                                     # (n', t, P, D)
+        u, grid = self.tokens(x_in, system, c)  # (n', t, P, D)
         h = self.norm(self.backbone(rearrange(u, "n t p d -> (n p) t d")))
         sizes = dict(zip(s.split(), grid))
         h = rearrange(h, f"(n {s}) t d -> n d t {s}", **sizes)
-        y = self.decoder(h, x.shape[3:])                                           # (n', Cd, t, *S)
+        y = self.decoder(h, x.shape[3:])  # (n', Cd, t, *S)
         out = self.adapters_out[system] if system is not None else self.generic_out
         delta = rearrange(out(rearrange(y, f"n c t {s} -> (n t) c {s}")), f"(n t) f {s} -> n f t {s}", t=t)
         if system is None:
@@ -404,8 +446,16 @@ class PDEFM(nn.Module):
         return x + delta
 
     @torch.no_grad()
-    def rollout(self, context: torch.Tensor, steps: int, system: str | None, coefficients: torch.Tensor | None = None,
-                dt: torch.Tensor | float | None = None, *, window: int | None = None) -> torch.Tensor:
+    def rollout(
+        self,
+        context: torch.Tensor,
+        steps: int,
+        system: str | None,
+        coefficients: torch.Tensor | None = None,
+        dt: torch.Tensor | float | None = None,
+        *,
+        window: int | None = None,
+    ) -> torch.Tensor:
         """Autoregressive prediction of ``steps`` frames after ``context: (n, F, c, *space)``,
         each predicted frame fed back; the model sees the last ``window`` frames (default ``c``)."""
         window = window or context.shape[2]

@@ -85,13 +85,20 @@ def _check(fn: str, x, delta, A, B, C, D=None, z=None) -> tuple[int, int, int, i
         raise ValueError(f"{fn}: A must be (d_inner, d_state) = ({d}, d_state), got shape {tuple(A.shape)}")
     n = A.shape[1]
     want = {"delta": (b, d, L), "B": (b, n, L), "C": (b, n, L), "D": (d,), "z": (b, d, L)}
-    what = {"delta": "(batch, d_inner, length)", "B": "(batch, d_state, length)",
-            "C": "(batch, d_state, length)", "D": "(d_inner,)", "z": "(batch, d_inner, length)"}
+    what = {
+        "delta": "(batch, d_inner, length)",
+        "B": "(batch, d_state, length)",
+        "C": "(batch, d_state, length)",
+        "D": "(d_inner,)",
+        "z": "(batch, d_inner, length)",
+    }
     for name, shape in want.items():
         t = args[name]
         if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{fn}: {name} must be {what[name]} = {shape} to match x {tuple(x.shape)} "
-                             f"and A {tuple(A.shape)}, got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{fn}: {name} must be {what[name]} = {shape} to match x {tuple(x.shape)} "
+                f"and A {tuple(A.shape)}, got shape {tuple(t.shape)}"
+            )
     if not x.is_floating_point():
         raise TypeError(f"{fn}: x must be a floating-point tensor, got dtype {x.dtype}")
     for name, t in args.items():
@@ -109,9 +116,15 @@ def _check(fn: str, x, delta, A, B, C, D=None, z=None) -> tuple[int, int, int, i
 # ----------------------------------------------------------------------------------------------
 
 
-def selective_scan_ref(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                       C: torch.Tensor, D: torch.Tensor | None = None,
-                       z: torch.Tensor | None = None) -> torch.Tensor:
+def selective_scan_ref(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The selective scan, written as the recurrence: a loop over time (shapes in the module doc).
 
     ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t``, ``y_t = C_t·h_t + D x_t``, times ``SiLU(z_t)``
@@ -122,8 +135,8 @@ def selective_scan_ref(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
     ys = []
     # unbind, not x[..., t]: indexing inside the loop makes autograd's backward quadratic in L
     for x_t, dt_t, B_t, C_t in zip(x.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1)):
-        decay = torch.exp(dt_t[:, :, None] * A)                      # (b, d, n)
-        h = decay * h + (dt_t * x_t)[:, :, None] * B_t[:, None, :]   # (b, d, n)
+        decay = torch.exp(dt_t[:, :, None] * A)  # (b, d, n)
+        h = decay * h + (dt_t * x_t)[:, :, None] * B_t[:, None, :]  # (b, d, n)
         ys.append(torch.einsum("bdn,bn->bd", h, C_t))
     y = torch.stack(ys, dim=-1)
     if D is not None:
@@ -136,6 +149,7 @@ def selective_scan_ref(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
 # ----------------------------------------------------------------------------------------------
 # (b) The fast scan
 # ----------------------------------------------------------------------------------------------
+
 
 class _Workspace(threading.local):
     """Large scratch buffers kept between calls (one set per thread and dtype), and their rows.
@@ -162,7 +176,7 @@ class _Workspace(threading.local):
         numel = math.prod(shape)
         flat = self.buffers.get(key)
         if flat is None or flat.numel() < numel:
-            self.row_cache.clear()            # its views would keep the old buffer alive
+            self.row_cache.clear()  # its views would keep the old buffer alive
             self.buffers[key] = flat = torch.empty(numel, dtype=like.dtype)
         return flat[:numel].view(shape)
 
@@ -186,7 +200,7 @@ def clear_workspace() -> None:
     _WORKSPACE.row_cache.clear()
 
 
-Job = tuple[torch.Tensor, torch.Tensor, bool]   # (coef, h, reverse), both (length, m)
+Job = tuple[torch.Tensor, torch.Tensor, bool]  # (coef, h, reverse), both (length, m)
 
 
 def _recurrence_(jobs: list[Job], chunk: int) -> None:
@@ -210,9 +224,9 @@ def _recurrence_(jobs: list[Job], chunk: int) -> None:
     steps = []
     for coef, h, reverse in jobs:
         hs, cs = _WORKSPACE.rows(h), _WORKSPACE.rows(coef)
-        if reverse:   # t = L-2, ..., 0:  h[t] += coef[t] h[t+1]
+        if reverse:  # t = L-2, ..., 0:  h[t] += coef[t] h[t+1]
             steps.append((hs[-2::-1], cs[-2::-1], hs[:0:-1]))
-        else:         # t = 1, ..., L-1:  h[t] += coef[t] h[t-1]
+        else:  # t = 1, ..., L-1:  h[t] += coef[t] h[t-1]
             steps.append((hs[1:], cs[1:], hs[:-1]))
     if len(steps) == 1:
         for h_t, c_t, h_prev in zip(*steps[0]):
@@ -247,25 +261,26 @@ def _chunked_recurrence_(coef: torch.Tensor, h: torch.Tensor, chunk: int, revers
     cv = rearrange(coef, "(k j) m -> k j m", j=chunk)
     js = list(range(chunk - 1, -1, -1)) if reverse else list(range(chunk))
     # 1. local scans, all chunks at once
-    total = cv[:, js[0]].clone()                                      # (K, m)
+    total = cv[:, js[0]].clone()  # (K, m)
     for prev, j in zip(js[:-1], js[1:]):
         hv[:, j].addcmul_(cv[:, j], hv[:, prev])
         total.mul_(cv[:, j])
     # 2. carries: true state at the end of every chunk
-    carry = hv[:, js[-1]].clone()                                     # (K, m)
+    carry = hv[:, js[-1]].clone()  # (K, m)
     carries, totals = carry.unbind(0), total.unbind(0)
-    for k in (range(K - 2, -1, -1) if reverse else range(1, K)):
+    for k in range(K - 2, -1, -1) if reverse else range(1, K):
         carries[k].addcmul_(totals[k], carries[k + step])
     # 3. what flows in from the neighbouring chunk, decayed along this one
-    inflow = carry[1:] if reverse else carry[:-1]                     # (K-1, m)
+    inflow = carry[1:] if reverse else carry[:-1]  # (K-1, m)
     target = slice(0, K - 1) if reverse else slice(1, K)
     for j in js:
         inflow = cv[target, j] * inflow
         hv[target, j].add_(inflow)
 
 
-def _inputs_to_state(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                     chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs_to_state(
+    x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decays ``exp(Δ_t A)`` and inputs ``Δ_t B_t x_t`` of the scan, in workspace buffers.
 
     Inputs are time first: ``x, delta: (L, b, d)``, ``B: (L, b, n)``, ``A: (d, n)``. Returns
@@ -278,11 +293,11 @@ def _inputs_to_state(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: t
     Lp = -(-L // chunk) * chunk
     decay = _WORKSPACE.get("decay", (Lp + 1, b, d, n), x)
     u = _WORKSPACE.get("state", (Lp, b, d, n), x)
-    torch.mul(delta[..., None], A, out=decay[:L])                     # Δ_t A   (<= 0)
+    torch.mul(delta[..., None], A, out=decay[:L])  # Δ_t A   (<= 0)
     decay[:L].exp_()
     decay[L:Lp].fill_(1.0)
     decay[Lp].zero_()
-    torch.mul((delta * x)[..., None], B[:, :, None, :], out=u[:L])    # Δ_t B_t x_t
+    torch.mul((delta * x)[..., None], B[:, :, None, :], out=u[:L])  # Δ_t B_t x_t
     u[L:].zero_()
     return decay, u
 
@@ -364,8 +379,8 @@ class _SelectiveScan(torch.autograd.Function):
         L = x.shape[0]
         decay, h = _inputs_to_state(x, delta, A, B, chunk)
         Lp = h.shape[0]
-        _recurrence_([(decay[:Lp].view(Lp, -1), h.view(Lp, -1), False)], chunk)   # h_t
-        return _contract_state(h[:L], C)                              # Σ_n C h      (L, b, d)
+        _recurrence_([(decay[:Lp].view(Lp, -1), h.view(Lp, -1), False)], chunk)  # h_t
+        return _contract_state(h[:L], C)  # Σ_n C h      (L, b, d)
 
     @staticmethod
     @once_differentiable
@@ -378,35 +393,35 @@ class _SelectiveScan(torch.autograd.Function):
         decay, h = _inputs_to_state(x, delta, A, B, ctx.chunk)
         Lp = h.shape[0]
         flat = lambda t: t.view(Lp, -1)  # noqa: E731
-        jobs = [(flat(decay[:Lp]), flat(h), False)]                   # recompute h_t
+        jobs = [(flat(decay[:Lp]), flat(h), False)]  # recompute h_t
         need_adjoint = need_x or need_delta or need_A or need_B
         if need_adjoint:
             lam = _WORKSPACE.get("adjoint", (Lp, b, d, n), x)
-            torch.mul(g[..., None], C[:, :, None, :], out=lam[:L])    # C_t g_t
+            torch.mul(g[..., None], C[:, :, None, :], out=lam[:L])  # C_t g_t
             lam[L:].zero_()
-            jobs.append((flat(decay[1:]), flat(lam), True))           # λ_t, backwards in time
+            jobs.append((flat(decay[1:]), flat(lam), True))  # λ_t, backwards in time
         _recurrence_(jobs, ctx.chunk)
         dx = ddelta = dA = dB = dC = None
         if need_C:
-            dC = _contract_channels(h[:L], g)                         # Σ_d g h       (L, b, n)
+            dC = _contract_channels(h[:L], g)  # Σ_d g h       (L, b, n)
         if not need_adjoint:
             return dx, ddelta, dA, dB, dC, None
         lam = lam[:L]
         if need_x or need_delta:
-            q = _contract_state(lam, B)                               # Σ_n λ B       (L, b, d)
+            q = _contract_state(lam, B)  # Σ_n λ B       (L, b, d)
             dx = delta * q if need_x else None
             ddelta = x * q if need_delta else None
         if need_B:
-            dB = _contract_channels(lam, delta * x)                   # Σ_d λ Δx      (L, b, n)
+            dB = _contract_channels(lam, delta * x)  # Σ_d λ Δx      (L, b, n)
         if need_delta or need_A:
-            w = decay[:L]                                             # W = λ Ā h_{t-1}, in place
+            w = decay[:L]  # W = λ Ā h_{t-1}, in place
             w[1:].mul_(h[: L - 1])
             w[0].zero_()
             w.mul_(lam)
             if need_delta:
-                ddelta += torch.mul(w, A, out=h[:L]).sum(-1)          # Σ_n W A
+                ddelta += torch.mul(w, A, out=h[:L]).sum(-1)  # Σ_n W A
             if need_A:
-                dA = w.mul_(delta[..., None]).sum((0, 1))             # Σ_{t,b} W Δ   (d, n)
+                dA = w.mul_(delta[..., None]).sum((0, 1))  # Σ_{t,b} W Δ   (d, n)
         return dx, ddelta, dA, dB, dC, None
 
 
@@ -421,8 +436,7 @@ def _scan_time_first(x, delta, A, B, C, D, z, chunk):
     """The fast scan on time-first tensors ``(L, b, d)``/``(L, b, n)``; returns ``(L, b, d)``."""
     if chunk is None:
         chunk = _default_chunk(x.device, x.shape[0])
-    y = _SelectiveScan.apply(x.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(),
-                             C.contiguous(), chunk)
+    y = _SelectiveScan.apply(x.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(), chunk)
     if D is not None:
         y = y + D * x
     if z is not None:
@@ -430,9 +444,17 @@ def _scan_time_first(x, delta, A, B, C, D, z, chunk):
     return y
 
 
-def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                   C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
-                   *, chunk: int | None = None) -> torch.Tensor:
+def selective_scan(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    *,
+    chunk: int | None = None,
+) -> torch.Tensor:
     """The selective scan, fast: same arguments and result as :func:`selective_scan_ref`.
 
     Args:
@@ -499,11 +521,23 @@ class Mamba(nn.Module):
             global generator, as every torch layer does.
     """
 
-    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
-                 selective: bool = True, chunk: int | None = None,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        selective: bool = True,
+        chunk: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         for name, v in {"d_model": d_model, "d_state": d_state, "d_conv": d_conv, "expand": expand}.items():
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -536,21 +570,21 @@ class Mamba(nn.Module):
         layers = [self.in_proj, self.conv1d, self.out_proj, self.dt_proj]
         if self.selective:
             layers.append(self.x_proj)
-        else:   # Δ_r = 0 (Δ = softplus(bias) as in Mamba), B and C of unit size
+        else:  # Δ_r = 0 (Δ = softplus(bias) as in Mamba), B and C of unit size
             self.lti.zero_()
-            nn.init.normal_(self.lti[self.dt_rank:], generator=generator)
+            nn.init.normal_(self.lti[self.dt_rank :], generator=generator)
         for layer in layers:
             fan_in = layer.weight[0].numel()
             nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
             if layer.bias is not None:
                 bound = 1 / math.sqrt(fan_in)
                 nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
-        std = self.dt_rank ** -0.5
+        std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std, generator=generator)
         dt_min, dt_max, floor = self._dt_range
         u = torch.rand(self.d_inner, generator=generator).to(self.D.device)
         dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))    # softplus^{-1}(dt)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^{-1}(dt)
         n = torch.arange(1, self.d_state + 1, dtype=self.A_log.dtype, device=self.A_log.device)
         self.A_log.copy_(torch.log(n).expand(self.d_inner, -1))
         self.D.fill_(1.0)
@@ -571,8 +605,8 @@ class Mamba(nn.Module):
             got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
             raise ValueError(f"Mamba: u must be (batch, length, d_model={self.d_model}), got {got}")
         L = u.shape[1]
-        x, z = self.in_proj(u).chunk(2, dim=-1)                                  # (b, L, d_inner)
-        x = self.conv1d(rearrange(x, "b l d -> b d l"))[..., :L]                 # causal: cut the tail
+        x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, L, d_inner)
+        x = self.conv1d(rearrange(x, "b l d -> b d l"))[..., :L]  # causal: cut the tail
         return F.silu(rearrange(x, "b d l -> l b d")), rearrange(z, "b l d -> l b d")
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -593,8 +627,10 @@ class Mamba(nn.Module):
         return rearrange(delta, "l b d -> b l d")
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
-                f"d_conv={self.d_conv}, dt_rank={self.dt_rank}, selective={self.selective}")
+        return (
+            f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
+            f"d_conv={self.d_conv}, dt_rank={self.dt_rank}, selective={self.selective}"
+        )
 
 
 class _Residual(nn.Module):
@@ -618,8 +654,7 @@ class MambaStack(nn.Module):
     weights load directly. Keyword arguments go to every :class:`Mamba` block.
     """
 
-    def __init__(self, d_model: int, n_layers: int, *, eps: float = 1e-5,
-                 generator: torch.Generator | None = None, **block):
+    def __init__(self, d_model: int, n_layers: int, *, eps: float = 1e-5, generator: torch.Generator | None = None, **block):
         super().__init__()
         if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"MambaStack: n_layers must be a positive int, got {n_layers!r}")

@@ -256,7 +256,9 @@ class Tokeniser(nn.Module):
         """Reconstruction ``decode(encode(x))`` at the given (or default) compression."""
         return self.decode(self.encode(x, stride, time_stride), stride, time_stride, frames=x.shape[2])
 
-    def encode_chunks(self, x: torch.Tensor, chunk: int, stride: int | None = None, time_stride: int | None = None) -> torch.Tensor:
+    def encode_chunks(
+        self, x: torch.Tensor, chunk: int, stride: int | None = None, time_stride: int | None = None
+    ) -> torch.Tensor:
         """Encode a long sequence ``chunk`` latent frames at a time; equals :meth:`encode`.
 
         Cutting the sequence into independent pieces would *not* give the full pass's latents:

@@ -9,5 +9,15 @@ from physfm.training.cache import cache_dir, cached, config_digest
 from physfm.training.loop import TrainConfig, train
 from physfm.training.tokeniser import RECIPE_KEYS, crops_by_system, evaluate_tokeniser, pretrain_tokeniser, tokeniser_config
 
-__all__ = ["TrainConfig", "train", "cached", "cache_dir", "config_digest", "RECIPE_KEYS", "tokeniser_config",
-           "pretrain_tokeniser", "crops_by_system", "evaluate_tokeniser"]
+__all__ = [
+    "TrainConfig",
+    "train",
+    "cached",
+    "cache_dir",
+    "config_digest",
+    "RECIPE_KEYS",
+    "tokeniser_config",
+    "pretrain_tokeniser",
+    "crops_by_system",
+    "evaluate_tokeniser",
+]

@@ -57,7 +57,11 @@ def cached(
     if broadcast_object(path.exists()):  # rank 0's view, so that every rank takes the same branch
         return _load(path, model, name, verbose)
     curves = fit(model)
-    blob = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "curves": curves.to_dict(), "config": dict(config)}
+    blob = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "curves": curves.to_dict(),
+        "config": dict(config),
+    }
     if is_main_process():
         atomic_write(path, lambda tmp: torch.save(blob, tmp))
     if distributed():

@@ -185,12 +185,16 @@ def train(
         raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
     collective = _is_data_parallel(model)
     if collective and not distributed():
-        raise ValueError("train: model is a DistributedDataParallel, but no process group is running here "
-                         "(outside torchrun, or inside physfm.runtime.alone()); pass the plain module")
+        raise ValueError(
+            "train: model is a DistributedDataParallel, but no process group is running here "
+            "(outside torchrun, or inside physfm.runtime.alone()); pass the plain module"
+        )
     if distributed() and not collective and (checkpoint is not None or results is not None):
-        raise ValueError("train: under torchrun, pass the model wrapped by physfm.runtime.data_parallel (the ranks train "
-                         "it together) or train inside physfm.runtime.alone() (each rank its own model); a plain module "
-                         "with a checkpoint or results to write would have every rank write the same file")
+        raise ValueError(
+            "train: under torchrun, pass the model wrapped by physfm.runtime.data_parallel (the ranks train "
+            "it together) or train inside physfm.runtime.alone() (each rank its own model); a plain module "
+            "with a checkpoint or results to write would have every rank write the same file"
+        )
     inner = model.module if collective else model
     main = is_main_process()
     groups = _param_groups(parameters if parameters is not None else model.parameters())
@@ -216,11 +220,16 @@ def train(
 
     if path is not None and path.exists():
         ck = torch.load(path, map_location="cpu", weights_only=False)
-        changed = {k: (ck["config"].get(k), v) for k, v in asdict(config).items()
-                   if k not in _MAY_CHANGE_ON_RESUME and ck["config"].get(k) != v}
+        changed = {
+            k: (ck["config"].get(k), v)
+            for k, v in asdict(config).items()
+            if k not in _MAY_CHANGE_ON_RESUME and ck["config"].get(k) != v
+        }
         if changed:
-            raise ValueError(f"train: the checkpoint {path} was written with other settings "
-                             f"(name: (checkpoint, now)) {changed}; delete it or use another checkpoint path")
+            raise ValueError(
+                f"train: the checkpoint {path} was written with other settings "
+                f"(name: (checkpoint, now)) {changed}; delete it or use another checkpoint path"
+            )
         inner.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         own = _own(ck["ranks"])

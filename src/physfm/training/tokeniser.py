@@ -36,8 +36,27 @@ from physfm.training.loop import TrainConfig, train
 __all__ = ["RECIPE_KEYS", "CODE", "tokeniser_config", "pretrain_tokeniser", "drop_attrs", "crops_by_system", "evaluate_tokeniser"]
 
 RECIPE_KEYS = (
-    "systems", "grid", "frames", "crop", "crop_t", "buffer", "refresh", "channels", "latent", "blocks",
-    "patch", "time_patch", "strides", "time_strides", "steps", "batch", "lr", "warmup", "eval_every", "val_crops", "seed",
+    "systems",
+    "grid",
+    "frames",
+    "crop",
+    "crop_t",
+    "buffer",
+    "refresh",
+    "channels",
+    "latent",
+    "blocks",
+    "patch",
+    "time_patch",
+    "strides",
+    "time_strides",
+    "steps",
+    "batch",
+    "lr",
+    "warmup",
+    "eval_every",
+    "val_crops",
+    "seed",
 )
 
 
@@ -54,7 +73,9 @@ def tokeniser_config(cfg: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
             recipe[k] = cfg[k]
     recipe.update(changes)
     if recipe["systems"] or not recipe.get("well"):
-        recipe["systems"] = {name: {k: v for k, v in s.as_dict().items() if k != "name"} for name, s in specs(recipe["systems"]).items()}
+        recipe["systems"] = {
+            name: {k: v for k, v in s.as_dict().items() if k != "name"} for name, s in specs(recipe["systems"]).items()
+        }
     else:
         recipe["systems"] = {}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
@@ -70,8 +91,15 @@ WELL_KEYS = ("well", "well_stats")
 CODE = (pde, spectral, spec_module, normalise, streams, compression, tokeniser_module, loop, metrics)
 
 
-def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str = "cpu", name: str = "tokeniser",
-                       progress: bool = True, use_cache: bool = True, checkpoint: str | os.PathLike | None = None):
+def pretrain_tokeniser(
+    recipe: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    name: str = "tokeniser",
+    progress: bool = True,
+    use_cache: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+):
     """Pre-train a 2D :class:`~physfm.nn.tokeniser.Tokeniser` as an autoencoder on single-channel
     crops streamed from ``recipe["systems"]`` (or read from the training split of the data set
     ``recipe["well"]`` in The Well's layout, :data:`WELL_KEYS`), with a random compression ratio per step.
@@ -103,12 +131,22 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
     """
     r = tokeniser_config(recipe)
     if r["systems"] and r.get("well"):
-        raise ValueError(f"pretrain_tokeniser: a recipe takes its crops from systems or from a data set (well), "
-                         f"got both: {sorted(r['systems'])} and {r['well']!r}")
+        raise ValueError(
+            f"pretrain_tokeniser: a recipe takes its crops from systems or from a data set (well), "
+            f"got both: {sorted(r['systems'])} and {r['well']!r}"
+        )
     systems = specs(r["systems"]) if r["systems"] else {}
     crop = (int(r["crop_t"]), int(r["crop"]), int(r["crop"]))
-    model_args = dict(spatial_dims=2, channels=tuple(r["channels"]), latent=r["latent"], blocks=r["blocks"],
-                      patch=r["patch"], time_patch=r["time_patch"], stride=max(r["strides"]), time_stride=max(r["time_strides"]))
+    model_args = dict(
+        spatial_dims=2,
+        channels=tuple(r["channels"]),
+        latent=r["latent"],
+        blocks=r["blocks"],
+        patch=r["patch"],
+        time_patch=r["time_patch"],
+        stride=max(r["strides"]),
+        time_stride=max(r["time_strides"]),
+    )
     ranks = world_size()
     if r["batch"] % ranks:
         raise ValueError(f"pretrain_tokeniser: batch={r['batch']} must be a multiple of the {ranks} processes that share it")
@@ -125,19 +163,36 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
 
             stream = WellCropStream(r["well"], "train", crop=crop, seed=seed_for("train", r["seed"]), device=device)
         else:
-            stream = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop, size=r["buffer"], refresh=r["refresh"],
-                                        refresh_every=r.get("refresh_every"), seed=seed_for("train", r["seed"]), device=device)
+            stream = streams.CropStream(
+                systems,
+                shape=grid,
+                frames=r["frames"],
+                crop=crop,
+                size=r["buffer"],
+                refresh=r["refresh"],
+                refresh_every=r.get("refresh_every"),
+                seed=seed_for("train", r["seed"]),
+                device=device,
+            )
         held_out: dict[str, Any] = {}
 
         def validation():  # rank 0 alone evaluates: the others never draw the validation set
             if not held_out:
                 if r.get("well"):
-                    held_out["stream"] = WellCropStream(r["well"], "valid", crop=crop, seed=seed_for("validation", r["seed"]),
-                                                        device=device)
+                    held_out["stream"] = WellCropStream(
+                        r["well"], "valid", crop=crop, seed=seed_for("validation", r["seed"]), device=device
+                    )
                 else:
-                    held_out["stream"] = streams.CropStream(systems, shape=grid, frames=r["frames"], crop=crop,
-                                                            size=max(len(systems), r["val_crops"] // 2), refresh=0.0,
-                                                            seed=seed_for("validation", r["seed"]), device=device)
+                    held_out["stream"] = streams.CropStream(
+                        systems,
+                        shape=grid,
+                        frames=r["frames"],
+                        crop=crop,
+                        size=max(len(systems), r["val_crops"] // 2),
+                        refresh=0.0,
+                        seed=seed_for("validation", r["seed"]),
+                        device=device,
+                    )
                 held_out["crops"] = streams.take(held_out["stream"], r["val_crops"])
             return held_out["crops"]
 
@@ -153,13 +208,17 @@ def pretrain_tokeniser(recipe: Mapping[str, Any], *, device: torch.device | str 
             val = validation()
             pred = m(val)
             err = metrics.spectral_error(pred, val)
-            return {"vrmse": metrics.vrmse(pred, val).mean(), "mse": err.mse.mean(dim=(0, 1, 2)),
-                    "nmse": err.nmse.mean(dim=(0, 1, 2))}
+            return {
+                "vrmse": metrics.vrmse(pred, val).mean(),
+                "mse": err.mse.mean(dim=(0, 1, 2)),
+                "nmse": err.nmse.mean(dim=(0, 1, 2)),
+            }
 
         config = TrainConfig(steps=r["steps"], lr=r["lr"], warmup=r["warmup"], eval_every=r["eval_every"], seed=r["seed"])
         # the stream is replayed on resume (a checkpoint holds no crop buffer); every rank its own
-        curves = train(data_parallel(model), loss_fn, loader, config, evaluate=evaluate, desc=name, progress=progress,
-                       checkpoint=checkpoint)
+        curves = train(
+            data_parallel(model), loss_fn, loader, config, evaluate=evaluate, desc=name, progress=progress, checkpoint=checkpoint
+        )
         if is_main_process():
             validation()
         drops = gather_objects(_drops(stream))
@@ -211,8 +270,9 @@ def drop_attrs(drops: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return out
 
 
-def crops_by_system(recipe: Mapping[str, Any], n: int, *, systems: Sequence[str] | None = None, seed: int = 0,
-                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def crops_by_system(
+    recipe: Mapping[str, Any], n: int, *, systems: Sequence[str] | None = None, seed: int = 0, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """``n`` held-out crops ``(n, 1, crop_t, crop, crop)`` of each system of ``recipe`` (or of
     ``systems``), each from ``n // 2`` trajectories of the stream ``seed_for("test/<system>", seed)``,
     apart from every training and validation stream (the recipe's grid, frames and crop size)."""
@@ -220,15 +280,21 @@ def crops_by_system(recipe: Mapping[str, Any], n: int, *, systems: Sequence[str]
     all_specs = specs(recipe["systems"])
     for name, sp in (specs(systems) if systems is not None else all_specs).items():
         sp = all_specs.get(name, sp)
-        stream = streams.CropStream([sp], shape=(recipe["grid"],) * 2, frames=recipe["frames"],
-                                    crop=(recipe["crop_t"], recipe["crop"], recipe["crop"]),
-                                    size=max(2, n // 2), refresh=0.0, seed=seed_for(f"test/{name}", seed), device=device)
+        stream = streams.CropStream(
+            [sp],
+            shape=(recipe["grid"],) * 2,
+            frames=recipe["frames"],
+            crop=(recipe["crop_t"], recipe["crop"], recipe["crop"]),
+            size=max(2, n // 2),
+            refresh=0.0,
+            seed=seed_for(f"test/{name}", seed),
+            device=device,
+        )
         out[name] = streams.take(stream, n)
     return out
 
 
-def evaluate_tokeniser(tokeniser: nn.Module, crops: Mapping[str, torch.Tensor],
-                       ratios: Sequence[tuple[int, int]]) -> xr.Dataset:
+def evaluate_tokeniser(tokeniser: nn.Module, crops: Mapping[str, torch.Tensor], ratios: Sequence[tuple[int, int]]) -> xr.Dataset:
     """Reconstruction VRMSE and per-band NMSE of ``tokeniser`` on each system's crops at each
     ``(stride, time_stride)``: a Dataset with dims ``system``, ``ratio`` (and ``band``), plus the
     compression ratio of each and the VRMSE per frame of the crop (``frame``)."""
@@ -249,9 +315,18 @@ def evaluate_tokeniser(tokeniser: nn.Module, crops: Mapping[str, torch.Tensor],
                 b[i, j] = metrics.spectral_error(pred, x).nmse.mean(dim=(0, 1, 2)).cpu().numpy()
     labels = [f"{s}x{st}" for s, st in ratios]
     return xr.Dataset(
-        {"vrmse": (("system", "ratio"), v), "nmse": (("system", "ratio", "band"), b),
-         "vrmse_per_frame": (("system", "ratio", "frame"), per_frame)},
-        coords={"system": names, "ratio": labels, "band": list(BANDS), "frame": np.arange(frames),
-                "stride": ("ratio", [s for s, _ in ratios]), "time_stride": ("ratio", [st for _, st in ratios]),
-                "compression": ("ratio", [tokeniser.config.ratio(s, st) for s, st in ratios])},
+        {
+            "vrmse": (("system", "ratio"), v),
+            "nmse": (("system", "ratio", "band"), b),
+            "vrmse_per_frame": (("system", "ratio", "frame"), per_frame),
+        },
+        coords={
+            "system": names,
+            "ratio": labels,
+            "band": list(BANDS),
+            "frame": np.arange(frames),
+            "stride": ("ratio", [s for s, _ in ratios]),
+            "time_stride": ("ratio", [st for _, st in ratios]),
+            "compression": ("ratio", [tokeniser.config.ratio(s, st) for s, st in ratios]),
+        },
     )
