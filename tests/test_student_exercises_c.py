@@ -22,29 +22,38 @@ from test_student_exercises_b import _chapter, _excerpt  # the scan, FNO and gen
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# chapter -> (the cells an exercise needs before it: parameters, imports, what its check uses;
-#             the exercise cell and its check cell)
-EXERCISES = {
-    "pretraining": (["fc7f1611", "f30e4a94"], ("pre-ex-reduction-code", "pre-ex-reduction-check")),
-    "finetuning": (["finetuning-01", "finetuning-02"], ("ft-ex-merge-code", "ft-ex-merge-check")),
-    "pdefm": (["647fad3e", "eba869ff"], ("pdefm-ex-probabilities-code", "pdefm-ex-probabilities-check")),
-    "well": (["well-02", "well-03"], ("well-ex-padding-code", "well-ex-padding-check")),
-}
+# (chapter, the cells an exercise needs before it: parameters, imports, what its check uses;
+#  the exercise cell and its check cell)
+EXERCISES = [
+    ("pretraining", ["fc7f1611", "f30e4a94"], ("pre-ex-reduction-code", "pre-ex-reduction-check")),
+    ("pretraining", ["fc7f1611", "f30e4a94"], ("pre-ex-compute-code", "pre-ex-compute-check")),
+    ("finetuning", ["finetuning-01", "finetuning-02"], ("ft-ex-merge-code", "ft-ex-merge-check")),
+    ("pdefm", ["647fad3e", "eba869ff"], ("pdefm-ex-probabilities-code", "pdefm-ex-probabilities-check")),
+    ("well", ["well-02", "well-03"], ("well-ex-padding-code", "well-ex-padding-check")),
+]
+CHAPTERS = sorted({name for name, _, _ in EXERCISES})
+IDS = [exercise.removesuffix("-code") for _, _, (exercise, _) in EXERCISES]
 
 
-@pytest.mark.parametrize("name", EXERCISES)
-def test_exercise_cells_follow_the_convention(name):
+def test_every_code_exercise_of_these_chapters_is_listed():
+    for name in CHAPTERS:
+        cells = [c.id for c in _chapter(name).cells if student.role(c) == "exercise"]
+        listed = [exercise for chapter, _, (exercise, _) in EXERCISES if chapter == name]
+        assert cells == listed, f"{name}: its exercise cells {cells}, listed here {listed}"
+
+
+@pytest.mark.parametrize("name, setup, pair", EXERCISES, ids=IDS)
+def test_exercise_cells_follow_the_convention(name, setup, pair):
     """The exercise cell follows its {exercise} statement and comes before its check, whose tests
     the chapter itself runs on the solution (the book's build and nbval run every cell)."""
     cells = _chapter(name).cells
     ids = [c.id for c in cells]
-    exercise, check = EXERCISES[name][1]
+    exercise, check = pair
     i = ids.index(exercise)
     assert ids[i + 1] == check, f"{name}: the check {check!r} must come right after {exercise!r}"
     assert student.role(cells[i]) == "exercise" and student.role(cells[i + 1]) == "check"
     assert "{exercise}" in cells[i - 1].source, f"{name}: the markdown cell before {exercise!r} states the exercise"
     assert student.SOLUTION_BEGIN in cells[i].source and "assert " in cells[i + 1].source
-    setup = EXERCISES[name][0]
     assert all(ids.index(s) < i for s in setup), f"{name}: the cells {setup} come before the exercise"
     assert "parameters" in cells[ids.index(setup[0])].metadata.get("tags", []), f"{name}: {setup[0]!r} is not the parameters cell"
 
@@ -52,15 +61,15 @@ def test_exercise_cells_follow_the_convention(name):
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
-    return student.write_course([ROOT / "book" / f"{name}.ipynb" for name in EXERCISES], root / "course")
+    return student.write_course([ROOT / "book" / f"{name}.ipynb" for name in CHAPTERS], root / "course")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", EXERCISES)
-def test_check_fails_on_the_stub_and_passes_on_the_solution(course, name, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, setup, pair", EXERCISES, ids=IDS)
+def test_check_fails_on_the_stub_and_passes_on_the_solution(course, name, setup, pair, tmp_path, monkeypatch):
     monkeypatch.setenv("PHYSFM_PROFILE", "smoke")  # the kernels nbgrader starts inherit it
     source, release = course[name]
-    setup, (exercise, check) = EXERCISES[name]
+    exercise, check = pair
     handed_out = {c.id: c for c in nbformat.read(str(release), as_version=4).cells}
     assert "raise NotImplementedError()" in handed_out[exercise].source
     assert student.SOLUTION_BEGIN not in handed_out[exercise].source
