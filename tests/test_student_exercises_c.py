@@ -30,6 +30,7 @@ EXERCISES = [
     ("finetuning", ["finetuning-01", "finetuning-02"], ("ft-ex-merge-code", "ft-ex-merge-check")),
     ("pdefm", ["647fad3e", "eba869ff"], ("pdefm-ex-probabilities-code", "pdefm-ex-probabilities-check")),
     ("well", ["well-02", "well-03"], ("well-ex-padding-code", "well-ex-padding-check")),
+    ("well", ["well-02", "well-03"], ("well-ex-windows-code", "well-ex-windows-check")),
 ]
 CHAPTERS = sorted({name for name, _, _ in EXERCISES})
 IDS = [exercise.removesuffix("-code") for _, _, (exercise, _) in EXERCISES]
