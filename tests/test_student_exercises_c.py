@@ -22,28 +22,32 @@ from test_student_exercises_b import _chapter, _excerpt  # the scan, FNO and gen
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (chapter, the cells an exercise needs before it: parameters, imports, what its check uses;
-#  the exercise cell and its check cell)
-EXERCISES = [
-    ("pretraining", ["fc7f1611", "f30e4a94"], ("pre-ex-reduction-code", "pre-ex-reduction-check")),
-    ("pretraining", ["fc7f1611", "f30e4a94"], ("pre-ex-compute-code", "pre-ex-compute-check")),
-    ("finetuning", ["finetuning-01", "finetuning-02"], ("ft-ex-merge-code", "ft-ex-merge-check")),
-    ("pdefm", ["647fad3e", "eba869ff"], ("pdefm-ex-probabilities-code", "pdefm-ex-probabilities-check")),
-    ("well", ["well-02", "well-03"], ("well-ex-padding-code", "well-ex-padding-check")),
-    ("well", ["well-02", "well-03"], ("well-ex-windows-code", "well-ex-windows-check")),
-]
-CHAPTERS = sorted({name for name, _, _ in EXERCISES})
-IDS = [exercise.removesuffix("-code") for _, _, (exercise, _) in EXERCISES]
+# chapter -> (the cells its exercises need before them: parameters, imports, what the checks use;
+#             each exercise cell and its check cell)
+EXERCISES = {
+    "pretraining": (
+        ["fc7f1611", "f30e4a94"],
+        [("pre-ex-reduction-code", "pre-ex-reduction-check"), ("pre-ex-compute-code", "pre-ex-compute-check")],
+    ),
+    "finetuning": (["finetuning-01", "finetuning-02"], [("ft-ex-merge-code", "ft-ex-merge-check")]),
+    "pdefm": (["647fad3e", "eba869ff"], [("pdefm-ex-probabilities-code", "pdefm-ex-probabilities-check")]),
+    "well": (
+        ["well-02", "well-03"],
+        [("well-ex-padding-code", "well-ex-padding-check"), ("well-ex-windows-code", "well-ex-windows-check")],
+    ),
+}
+CASES = [(name, setup, pair) for name, (setup, pairs) in EXERCISES.items() for pair in pairs]
+IDS = [exercise.removesuffix("-code") for _, _, (exercise, _) in CASES]
 
 
 def test_every_code_exercise_of_these_chapters_is_listed():
-    for name in CHAPTERS:
+    for name, (_, pairs) in EXERCISES.items():
         cells = [c.id for c in _chapter(name).cells if student.role(c) == "exercise"]
-        listed = [exercise for chapter, _, (exercise, _) in EXERCISES if chapter == name]
+        listed = [exercise for exercise, _ in pairs]
         assert cells == listed, f"{name}: its exercise cells {cells}, listed here {listed}"
 
 
-@pytest.mark.parametrize("name, setup, pair", EXERCISES, ids=IDS)
+@pytest.mark.parametrize("name, setup, pair", CASES, ids=IDS)
 def test_exercise_cells_follow_the_convention(name, setup, pair):
     """The exercise cell follows its {exercise} statement and comes before its check, whose tests
     the chapter itself runs on the solution (the book's build and nbval run every cell)."""
@@ -62,11 +66,11 @@ def test_exercise_cells_follow_the_convention(name, setup, pair):
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
-    return student.write_course([ROOT / "book" / f"{name}.ipynb" for name in CHAPTERS], root / "course")
+    return student.write_course([ROOT / "book" / f"{name}.ipynb" for name in EXERCISES], root / "course")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, setup, pair", EXERCISES, ids=IDS)
+@pytest.mark.parametrize("name, setup, pair", CASES, ids=IDS)
 def test_check_fails_on_the_stub_and_passes_on_the_solution(course, name, setup, pair, tmp_path, monkeypatch):
     monkeypatch.setenv("PHYSFM_PROFILE", "smoke")  # the kernels nbgrader starts inherit it
     source, release = course[name]
