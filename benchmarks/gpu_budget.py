@@ -631,6 +631,33 @@ def markdown_table(estimate: dict) -> str:
     return "\n".join(rows)
 
 
+def well(cfg) -> dict:
+    """The Well chapter on the data set its gpu and paper parameter files name,
+    ``turbulent_radiative_layer_2D``: 4 fields (density, pressure, two velocity components) on a
+    128 x 384 grid, read from disk (no generation). The tokeniser is the tokeniser chapter's, trained
+    there; the next-frame runs on finite data dominate."""
+    from physfm.nn.dynamics import NextFrameModel
+
+    e = Estimate(cfg.profile)
+    torch.manual_seed(0)
+    tok = _tokeniser(resolve("tokeniser", cfg.profile))
+    fields, shape = 4, (128, 384)
+    model = NextFrameModel(tok, fields, stride=cfg["stride"], width=cfg["width"], blocks=cfg["processor_blocks"])
+
+    def loss(m, b):
+        return m.loss(torch.randn(b, fields, cfg["window"], *shape))
+
+    data = (cfg["val_windows"] + cfg["train_windows"]) * cfg["window"] * fields * math.prod(shape) * F32
+    e.add(
+        "next-frame models on finite data",
+        step_cost(model, loss, cfg["batch"]),
+        cfg["dyn_steps"],
+        runs=len(cfg["train_trajectories"]) * len(cfg["seeds"]),
+        data_bytes=data,
+    )
+    return e.result()
+
+
 CHAPTERS = {
     "data": data,
     "metrics": metrics,
@@ -642,6 +669,7 @@ CHAPTERS = {
     "scan": scan,
     "fno": fno,
     "generating": generating,
+    "well": well,
 }
 
 

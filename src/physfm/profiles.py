@@ -380,8 +380,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {
             "data": "../well_data/datasets/turbulent_radiative_layer_2D", "system": "gray_scott", "grid": 128,
             "frames": 33, "trajectories": 32, "n_windows": 16, "readers_windows": 64, "window": 5,
-            "train_trajectories": (1, 8, 0), "seeds": (0, 1), "width": 128, "processor_blocks": 3, "stride": 4,
-            "dyn_steps": 500, "batch": 16, "lr": 1e-3, "warmup": 50, "eval_every": 100, "tokeniser_lr_scale": 0.1,
+            "train_trajectories": (1, 0), "seeds": (0,), "width": 128, "processor_blocks": 3, "stride": 4,
+            "dyn_steps": 250, "batch": 16, "lr": 1e-3, "warmup": 25, "eval_every": 50, "tokeniser_lr_scale": 0.1,
             "val_windows": 64, "train_windows": 32, "context": 4, "rollout_steps": 24, "val_rollouts": 9,
         },
         "paper": {
