@@ -198,3 +198,19 @@ def test_epoch_batches_read_every_window_once_per_epoch():
     assert len(batches) == 3 and batches[0].shape == (2, 1, 2, 3)
     firsts = sorted(float(w[0, 0, 0]) for b in batches for w in b)  # 6 windows = one epoch
     assert firsts == sorted(float(data[i, 0, t, 0]) for i in range(2) for t in range(3))
+
+
+def test_a_disk_store_shares_chunks_and_changes_no_number(tmp_path):
+    store = streams.DiskStore(tmp_path / "chunks")
+    plain = streams.take(_crops(refresh=0.5, refresh_every=2), 8)
+    first = _crops(refresh=0.5, refresh_every=2, store=store)
+    a = streams.take(first, 8)
+    assert len(store) > 0 and first.buffer.seconds > 0
+    # a second reader (here: a reader that reads further) generates only what the store lacks
+    second = _crops(refresh=0.5, refresh_every=2, store=streams.DiskStore(tmp_path / "chunks"))
+    b = streams.take(second, 8)
+    assert second.buffer.seconds == 0.0 and second.buffer.generated == first.buffer.generated
+    assert torch.equal(plain, a) and torch.equal(a, b)
+    assert second.buffer.drops() == first.buffer.drops()
+    with pytest.raises(KeyError):
+        store[("no such chunk",)]

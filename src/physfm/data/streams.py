@@ -27,7 +27,8 @@ Reproducible: chunk ``j`` of system ``s`` is drawn from a generator seeded by
 trajectories in the same order (and readers can share the work through ``store``, a dict of
 generated chunks). Each DataLoader worker and each distributed rank reads its own stream
 (:func:`stream_seed`: ``seed + 1009 * rank + worker``), so data is never duplicated across workers
-or GPUs. For checkpoints that resume exactly, read a stream in the main process
+or GPUs. Processes share generated chunks through a :class:`DiskStore` (a folder) in place of
+the dict. For checkpoints that resume exactly, read a stream in the main process
 (``num_workers=0``) and save its :meth:`state_dict`.
 
 Every buffer counts what the generator dropped (trajectories that blew up or died out and were
@@ -37,9 +38,12 @@ experiments store them with their results.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,10 +51,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from physfm.data.normalise import FieldStats, normalise_fields, system_stats
 from physfm.data.spec import SystemSpec, specs
+from physfm.results import atomic_write
 from physfm.runtime import rank, seed_for
 
 __all__ = [
     "TrajectoryBuffer",
+    "DiskStore",
     "CropStream",
     "WindowStream",
     "epoch_batches",
@@ -79,6 +85,43 @@ def _positive_int(value: Any, name: str, who: str, low: int = 1) -> int:
     return value
 
 
+class DiskStore(MutableMapping):
+    """A store of generated chunks (``store=`` of :class:`TrajectoryBuffer`) in a folder, so that
+    processes share them: the first buffer that needs chunk ``j`` generates it and writes it
+    (atomically, :func:`physfm.results.atomic_write`), every later one, in any process, reads it.
+    Keys are the buffer's chunk keys (their ``repr`` hashed into a file name); values are read to
+    the CPU. Two processes that generate the same chunk at once write the same bytes (a chunk is
+    a function of its key alone), so the race is harmless."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: Any) -> Path:
+        return self.folder / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.pt"
+
+    def __contains__(self, key: object) -> bool:
+        return self._path(key).is_file()
+
+    def __getitem__(self, key: Any) -> Any:
+        path = self._path(key)
+        if not path.is_file():
+            raise KeyError(key)
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        atomic_write(self._path(key), lambda tmp: torch.save(value, tmp))
+
+    def __delitem__(self, key: Any) -> None:
+        self._path(key).unlink()
+
+    def __iter__(self) -> Iterator[str]:  # file names: the keys themselves are not kept
+        return (p.stem for p in self.folder.glob("*.pt"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.pt"))
+
+
 class TrajectoryBuffer:
     """A ring buffer of normalised trajectories of several systems, generated on the fly.
 
@@ -94,7 +137,7 @@ class TrajectoryBuffer:
         stats: ``name -> FieldStats`` (default: :func:`~physfm.data.normalise.system_stats` of each
             system at this grid and number of frames).
         store: a dict shared between buffers with the same arguments and seed, to generate each
-            chunk once.
+            chunk once (a :class:`DiskStore` to share them between processes).
 
     Attributes:
         data: the trajectories, each ``(fields, frames, *shape)``, normalised.
@@ -114,7 +157,7 @@ class TrajectoryBuffer:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         stats: Mapping[str, FieldStats] | None = None,
-        store: dict | None = None,
+        store: MutableMapping | None = None,
     ):
         self.specs = list(specs(systems).values())
         self.shape = tuple(shape)
@@ -159,15 +202,19 @@ class TrajectoryBuffer:
         spec, j = self.specs[k], self.next_chunk[k]
         self.next_chunk[k] += 1
         key = (repr(spec.as_dict()), self.shape, self.frames, self.chunk, self.seed, j, str(self.dtype))
-        if key not in self.store:
+        if key in self.store:
+            made, dropped, interval = self.store[key]
+            # a DiskStore reads to the CPU; the label is this buffer's index of the system
+            made = [(d.to(self.device), k, c) for d, _, c in made]
+        else:
             start = time.perf_counter()
             g = torch.Generator().manual_seed(seed_for(f"{spec.name}/{j}", self.seed))
             tr = spec.generate(self.chunk, self.shape, self.frames, generator=g, device=self.device, dtype=self.dtype)
             data = normalise_fields(tr.data, self.stats[spec.name])
             coefs = [{c: float(v[i]) for c, v in tr.coefficients.items()} for i in range(self.chunk)]
-            self.store[key] = ([(data[i], k, coefs[i]) for i in range(self.chunk)], tr.dropped, tr.interval)
+            made, dropped, interval = [(data[i], k, coefs[i]) for i in range(self.chunk)], tr.dropped, tr.interval
+            self.store[key] = (made, dropped, interval)
             self.seconds += time.perf_counter() - start
-        made, dropped, interval = self.store[key]
         self.kept[k] += len(made)
         self.dropped[k] += dropped
         self._interval[k] = interval
@@ -351,7 +398,7 @@ class CropStream(_Stream):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         stats: Mapping[str, FieldStats] | None = None,
-        store: dict | None = None,
+        store: MutableMapping | None = None,
     ):
         crop = tuple(int(c) for c in crop)
         shape = tuple(int(s) for s in shape)
@@ -429,7 +476,7 @@ class WindowStream(_Stream):
         dtype: torch.dtype = torch.float32,
         meta: bool = False,
         stats: Mapping[str, FieldStats] | None = None,
-        store: dict | None = None,
+        store: MutableMapping | None = None,
     ):
         spec = SystemSpec.of(system)
         strides = tuple(strides)

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ from physfm.experiments.harness import Job
 from physfm.nn.dynamics import NextFrameModel
 from physfm.nn.lora import count_parameters
 from physfm.nn.tokeniser import Tokeniser
-from physfm.runtime import seed_for
+from physfm.runtime import cache_dir, seed_for
 from physfm.training import TrainConfig, pretrain_tokeniser, train
 from physfm.training.tokeniser import drop_attrs
 
@@ -276,23 +277,33 @@ def pretrained_tokenisers(
     on the target only) and ``cross_domain`` (on every other system). With ``workers > 1`` they
     train at once in worker processes, into the model cache, from which they are then read."""
     recipes = {d: tokeniser_recipe(cfg, s) for d, s in _domains(cfg).items() if d in domains}
-    _pretrain_all(list(recipes.values()), workers=workers, progress=progress)
+    _pretrain_all(list(recipes.values()), workers=workers, progress=progress, device=device)
     return {d: pretrain_tokeniser(r, device=device, name="ablation", progress=progress) for d, r in recipes.items()}
 
 
-def _pretrain_job(recipe: dict) -> None:
-    pretrain_tokeniser(recipe, device="cpu", name="ablation", progress=False)
+def _pretrain_job(job: tuple[dict, str]) -> None:
+    recipe, folder = job
+    pretrain_tokeniser(recipe, device="cpu", name="ablation", progress=False, store=streams.DiskStore(folder))
 
 
-def _pretrain_all(recipes: list[dict], *, workers: int, progress: bool) -> None:
-    """Train every distinct recipe into the cache, in worker processes when ``workers > 1``."""
-    if workers > 1 and len(recipes) > 1:
-        unique = list({repr(sorted(r.items())): r for r in recipes}.values())
-        # the longest first, so that the workers finish together
-        unique.sort(key=lambda r: -r["steps"] * math.prod(r["channels"]))
-        from physfm.runtime import map_jobs
+def _pretrain_all(recipes: list[dict], *, workers: int, progress: bool, device: torch.device | str = "cpu") -> None:
+    """Train every distinct recipe into the cache, the longest first (in worker processes when
+    ``workers > 1``, so that they finish together). Recipes that share their systems, grid and
+    seed read the same crop stream, whatever their architecture or budget: its chunks are
+    generated once, by the first pre-training that needs them, into a
+    :class:`~physfm.data.streams.DiskStore` in a temporary folder of the cache, and read from there
+    by the others (in any process), which changes no number."""
+    unique = list({repr(sorted(r.items())): r for r in recipes}.values())
+    unique.sort(key=lambda r: -r["steps"] * math.prod(r["channels"]))
+    with tempfile.TemporaryDirectory(prefix="chunks-", dir=cache_dir()) as folder:
+        if workers > 1 and len(unique) > 1:
+            from physfm.runtime import map_jobs
 
-        map_jobs(_pretrain_job, unique, workers=workers, desc="pre-training tokenisers", progress=progress)
+            jobs = [(r, folder) for r in unique]
+            map_jobs(_pretrain_job, jobs, workers=workers, desc="pre-training tokenisers", progress=progress)
+        else:
+            for r in unique:
+                pretrain_tokeniser(r, device=device, name="ablation", progress=progress, store=streams.DiskStore(folder))
 
 
 def equal_compute_steps(cfg: Mapping[str, Any], fields: int = 1) -> int:
@@ -502,7 +513,7 @@ def run(
     # 1. the tokenisers of every point, pre-trained once per distinct recipe
     domains = _domains(cfg)
     recipes = {(r, d): tokeniser_recipe(c, s) for r, c in points.items() for d, s in domains.items()}
-    _pretrain_all(list(recipes.values()), workers=workers, progress=progress)
+    _pretrain_all(list(recipes.values()), workers=workers, progress=progress, device=device)
     pre = {k: pretrain_tokeniser(rec, device=device, name="ablation", progress=progress) for k, rec in recipes.items()}
     pre_seconds = time.perf_counter() - start
     shared_toks = {k: (tok.config, {n: v.cpu() for n, v in tok.state_dict().items()}) for k, (tok, _) in pre.items()}

@@ -11,7 +11,7 @@ tokeniser's reconstructions per system and per compression ratio.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ def pretrain_tokeniser(
     progress: bool = True,
     use_cache: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    store: MutableMapping | None = None,
 ):
     """Pre-train a 2D :class:`~physfm.nn.tokeniser.Tokeniser` as an autoencoder on single-channel
     crops streamed from ``recipe["systems"]`` (or read from the training split of the data set
@@ -123,6 +124,11 @@ def pretrain_tokeniser(
     single process uses), writes the checkpoint and the cache, and every rank returns its model
     and curves. The number of ranks is not part of the cache key, like the device: it changes
     which crops are drawn, not the recipe; the curves record it (``ranks``).
+
+    ``store``: generated chunks shared with other pre-trainings of the same systems, grid and
+    seed (:class:`~physfm.data.streams.TrajectoryBuffer`; a :class:`~physfm.data.streams.DiskStore`
+    shares them between processes), so that tokenisers that differ only in their architecture or
+    budget generate their data once. It changes no number: a chunk is a function of its key.
 
     Returns:
         ``(tokeniser, curves)``; ``curves.attrs`` also hold the generator's throughput and the
@@ -173,6 +179,7 @@ def pretrain_tokeniser(
                 refresh_every=r.get("refresh_every"),
                 seed=seed_for("train", r["seed"]),
                 device=device,
+                store=store,
             )
         held_out: dict[str, Any] = {}
 
@@ -192,6 +199,7 @@ def pretrain_tokeniser(
                         refresh=0.0,
                         seed=seed_for("validation", r["seed"]),
                         device=device,
+                        store=store,
                     )
                 held_out["crops"] = streams.take(held_out["stream"], r["val_crops"])
             return held_out["crops"]
