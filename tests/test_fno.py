@@ -311,6 +311,24 @@ def test_backward_is_the_gradient(shape, n_modes, out_shape):
         assert torch.autograd.gradgradcheck(f, (x, conv.weight, conv.bias), fast_mode=True)
 
 
+@pytest.mark.parametrize("shape, n_modes", [((32,), (12,)), ((24, 20), (9, 14)), ((16, 15), (16, 14)), ((8, 10, 12), (6, 5, 7))])
+def test_backward_equals_autograd_through_neuraloperator_in_float32(shape, n_modes):
+    # the hand-written backward against autograd through neuraloperator's FFTs (torch.fft's own
+    # backward), the same weights and upstream gradient; even leading axes (DESIGN.md section 7)
+    torch.manual_seed(5)
+    theirs = NOSpectralConv(3, 4, n_modes)
+    ours = SpectralConv(3, 4, n_modes)
+    _copy_from_neuralop(ours, theirs)
+    x = torch.randn(2, 3, *shape)
+    g = torch.randn(2, 4, *shape)
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours(x_ours).backward(g)
+    theirs(x_theirs).backward(g)
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, torch.view_as_real(theirs.weight.tensor.grad), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.bias.grad, theirs.bias.grad.flatten(), rtol=1e-4, atol=1e-5)
+
+
 def test_float32_matches_float64():
     conv = _max_modes_conv((16, 16))
     x = _random_field((16, 16), channels=2)

@@ -52,10 +52,15 @@ matrix that are needed, one axis at a time: a pruned DFT of ``m N`` multiply-add
 ``N`` points, run by the matrix multiply, with nothing of full size formed in Fourier space.
 The contraction is one batched complex matrix product with the kept modes as the batch. All of
 these are linear maps whose adjoints (conjugate transposed matrices) are their backward, which
-is therefore just as pruned. Forward and backward, this is 2.4-7x faster than neuraloperator's
-FFTs at 16 modes on 64^2-128^2 grids and at 8 modes on 32^3 (``benchmarks/bench_fno.py``). The
+is therefore just as pruned. Forward and backward, this is 2.8-7.6x faster than neuraloperator's
+FFTs at 16 modes on 64^2-128^2 grids and at 8 modes on 32^3 (medians of three runs of
+``benchmarks/bench_fno.py`` on a shared 2-core machine). Much of that margin at 128^2 and 32^3 is
+page faults: glibc's ``malloc`` maps every buffer of 32 MiB or more afresh, and neuraloperator's
+FFTs make more of them; with ``malloc`` told to keep them (``MALLOC_MMAP_THRESHOLD_=1073741824
+MALLOC_TRIM_THRESHOLD_=4294967296``) the layer is 2.3-3.7x faster in every case (one run). The
 cost per line grows as ``m N`` instead of ``N log N``; at the largest ``n_modes`` of a 64^2 grid
-the contraction dominates and the layer is still faster (the benchmark's last row).
+the per-mode weights take most of the time (putting them modes-first, the contraction) and the
+layer is still 2.8-3.7x faster (the benchmark's last row).
 
 :class:`FNODecoder` decodes tokeniser latents ``(n, c, [t,] *latent_space)`` into fields
 ``(n, fields, [t,] *out_space)`` at any output resolution: a 1x1 lift, a spectral convolution
@@ -140,8 +145,10 @@ class SpectralConv(nn.Module):
         analysis, synthesis = _transforms(shape, out_shape, leading, k, _real_dtype(x, "SpectralConv"), x.device)
         xh = _LinearMap.apply(x, analysis)  # (*kept, n, c_in): the kept coefficients, modes first
         n = x.shape[0]
-        # modes as the batch of one complex matrix product: (M, n, c_in) @ (M, c_in, c_out)
-        w = rearrange(torch.view_as_complex(self.weight), "ci co ... -> (...) ci co").contiguous()
+        # modes as the batch of one complex matrix product: (M, n, c_in) @ (M, c_in, c_out), the
+        # weight put modes-first by one 2D transpose (c_in c_out, M) -> (M, c_in c_out)
+        w = _Transposed.apply(rearrange(torch.view_as_complex(self.weight), "ci co ... -> (ci co) (...)"))
+        w = w.view(-1, self.in_channels, self.out_channels)
         ys = _ModeProduct.apply(xh.view(-1, n, self.in_channels), w)
         if self.bias is not None:  # a constant field is the zero mode (norm="forward": its value)
             ys[self._zero_mode] += self.bias
@@ -259,10 +266,11 @@ class FNODecoder(nn.Module):
 # Pruned transforms as matrices
 #
 # Forward, a spectral convolution is analysis -> per-mode product -> synthesis. The analysis
-# keeps m_i of the N_i frequencies of every axis: on the last axis a real matrix (N, 2k) gives the
-# k = m//2 + 1 non-negative coefficients of every line (real and imaginary parts interleaved, so
-# the product is a complex tensor without a copy); on each other axis a complex (m_i, N_i) matrix
-# acts on what is left, which is already k/N times smaller. The synthesis is the same in reverse,
+# keeps m_i of the N_i frequencies of every axis: on the last axis a real matrix (2k, N) gives the
+# k = m//2 + 1 non-negative coefficients of every line (the real parts in its first k rows, the
+# imaginary parts in the other k, so that the product comes out with the modes first, without a
+# transposed copy); on each other axis a complex (m_i, N_i) matrix acts on what is left, which is
+# already k/N times smaller. The synthesis is the same in reverse,
 # onto the output grid, with the interpolation basis of the module docstring. Each of these maps
 # is linear, x -> A x, so its backward is g -> A^H g: the same kind of pruned transform, the other
 # way round (A^H of the analysis is a synthesis with conjugate matrices, and vice versa); nothing
@@ -293,10 +301,10 @@ def _analysis_matrix(n: int, freqs: tuple[int, ...], dtype: torch.dtype, device:
 
 @functools.lru_cache(maxsize=512)
 def _real_analysis_matrix(n: int, k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``(n, 2k)``: a real signal times it gives its first ``k`` Fourier coefficients
-    (``rfft(norm="forward")[:k]``), real and imaginary parts interleaved."""
-    a = _phase(range(k), n).T
-    return (torch.stack([torch.cos(a), -torch.sin(a)], dim=-1).reshape(n, 2 * k) / n).to(device, dtype)
+    """``(2k, n)``: times a real signal of ``n`` points, the first ``k`` of its Fourier coefficients
+    (``rfft(norm="forward")[:k]``), their real parts in the first ``k`` rows, then their imaginary parts."""
+    a = _phase(range(k), n)
+    return (torch.cat([torch.cos(a), -torch.sin(a)]) / n).to(device, dtype)
 
 
 @functools.lru_cache(maxsize=512)
@@ -317,7 +325,8 @@ def _synthesis_matrix(n_in: int, freqs: tuple[int, ...], n_out: int, dtype: torc
 @functools.lru_cache(maxsize=512)
 def _real_synthesis_matrix(n_in: int, k: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(2k, n_out)``: the real field ``sum_f alpha_f Re(c_f exp(2 pi i f x))`` of the first ``k``
-    non-negative coefficients ``c_f`` of a field on ``n_in`` points, evaluated on ``n_out`` points.
+    non-negative coefficients ``c_f`` of a field on ``n_in`` points, evaluated on ``n_out`` points:
+    ``[Re c, Im c] @`` it (the real parts' rows first, then the imaginary parts').
 
     ``alpha_f = 2`` (the mode and its conjugate), except at ``f = 0`` and at the Nyquist frequency
     of an even input grid, ``f = n_in/2``, whose mode is ``Re(c_f) cos(2 pi f x)`` (``alpha = 1``,
@@ -332,22 +341,23 @@ def _real_synthesis_matrix(n_in: int, k: int, n_out: int, dtype: torch.dtype, de
     if n_in % 2 == 0 and k - 1 == n_in // 2:
         alpha[-1] = 1.0
         sine[-1] = 0.0
-    return torch.stack([alpha * torch.cos(a), alpha * sine], dim=1).reshape(2 * k, n_out).to(device, dtype)
+    return torch.cat([alpha * torch.cos(a), alpha * sine]).to(device, dtype)
 
 
 class _Separable:
     """A linear map between a real field ``(*batch, *space)`` and its kept Fourier coefficients
     ``(*modes, *batch)`` (modes first), one matrix per axis.
 
-    ``real_to_complex`` (an analysis): the real matrix ``last`` ``(N, 2k)`` (real and imaginary
-    columns interleaved) turns the last axis into ``k`` complex coefficients; then each complex
-    matrix ``leading[i]`` ``(m_i, N_i)`` contracts the innermost remaining space axis, from the
-    last leading axis to the first, and puts its modes in front (``mm(matrix, z.T)`` on a
-    transposed view: one matrix product per axis, no copy). Otherwise (a synthesis) the other
-    way round: ``leading[i]`` ``(m_i, N_i)`` takes the outermost modes to the innermost points
-    (``mm(z.T, matrix)``), then ``last`` ``(2k, N)`` the complex last axis to real values.
-    :attr:`adjoint` is the map in the other direction with the conjugate matrices (``last``
-    transposed): the gradient of this one.
+    ``real_to_complex`` (an analysis): the real matrix ``last`` ``(2k, N)`` (real parts' rows,
+    then imaginary parts') turns the last axis into ``k`` complex coefficients, modes first
+    (``mm(last, t.T)`` on a transposed view); then each complex matrix ``leading[i]``
+    ``(m_i, N_i)`` contracts the innermost remaining space axis, from the last leading axis to the
+    first, and puts its modes in front (``mm(matrix, z.T)``): one matrix product per axis, and no
+    transposed copy. Otherwise (a synthesis) the other way round: ``leading[i]`` ``(m_i, N_i)``
+    takes the outermost modes to the innermost points (``mm(z.T, matrix)``), then ``last``
+    ``(2k, N)`` the real and imaginary parts of the last axis to real values
+    (``mm([Re z; Im z].T, last)``). :attr:`adjoint` is the map in the other direction with the
+    conjugate matrices (the same real ``last``, used the other way): the gradient of this one.
     """
 
     def __init__(self, real_to_complex: bool, last: torch.Tensor, leading: Sequence[torch.Tensor]):
@@ -357,8 +367,9 @@ class _Separable:
         d = len(self.leading) + 1
         if self.real_to_complex:
             batch, space = t.shape[:-d], t.shape[-d:]
-            z = torch.view_as_complex((t.reshape(-1, space[-1]) @ self.last).view(-1, self.last.shape[1] // 2, 2))
-            z = z.T.contiguous()  # (k, *batch, *space[:-1])
+            k = self.last.shape[0] // 2
+            z = self.last @ t.reshape(-1, space[-1]).T  # (2k, *batch, *space[:-1]): real parts, imaginary parts
+            z = torch.complex(z[:k], z[k:])
             for i in reversed(range(d - 1)):
                 z = torch.mm(self.leading[i], z.view(-1, space[i]).T)  # (m_i, ..., *batch, *space[:i])
             return z.view(*[m.shape[0] for m in self.leading], -1, *batch)
@@ -367,13 +378,13 @@ class _Separable:
         z = t.resolve_conj()
         for i in range(d - 1):
             z = torch.mm(z.reshape(self.leading[i].shape[0], -1).T, self.leading[i])  # (..., k, *batch, *space[:i+1])
-        z = z.reshape(k, -1).T.contiguous()  # (*batch, *space[:-1], k)
-        y = torch.view_as_real(z).view(-1, 2 * k) @ self.last
+        z = z.reshape(k, -1)  # (k, *batch, *space[:-1])
+        y = torch.cat([z.real, z.imag]).T @ self.last
         return y.view(*batch, *[m.shape[1] for m in self.leading], self.last.shape[1])
 
     @functools.cached_property
     def adjoint(self) -> _Separable:
-        return _Separable(not self.real_to_complex, self.last.T.contiguous(), [m.conj().resolve_conj() for m in self.leading])
+        return _Separable(not self.real_to_complex, self.last, [m.conj().resolve_conj() for m in self.leading])
 
 
 class _LinearMap(torch.autograd.Function):
@@ -388,6 +399,22 @@ class _LinearMap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return _LinearMap.apply(grad, ctx.op.adjoint), None
+
+
+class _Transposed(torch.autograd.Function):
+    """``t.T`` of a matrix ``t`` as a contiguous copy, and its backward likewise (itself, so second
+    derivatives work too). Torch copies a 2D transpose in cache-sized blocks; the backward of a
+    plain ``t.T.contiguous()`` would hand on a transposed view, which reaches the weight's
+    gradient (``(c_in, c_out, *kept)``, contiguous) through an N-d strided copy several times
+    slower."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        return t.T.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _Transposed.apply(grad)
 
 
 class _ModeProduct(torch.autograd.Function):
