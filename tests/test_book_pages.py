@@ -100,6 +100,7 @@ def test_good_pages_pass_every_check(reports):
     assert reports["widgets"].problems == [], reports["widgets"].problems
     assert reports["widgets"].widgets == reports["widgets"].widgets_rendered == 1, reports["widgets"]
     assert reports["widgets"].figures == 1  # the explorer shows one frame at a time
+    assert reports["widgets"].typeset >= 2  # MathJax 3 runs beside the widget manager
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,7 @@ def test_widgets_are_served_with_the_book(book):
     assert 'type="application/vnd.jupyter.widget-view+json"' in html
     scripts = re.findall(r'<script[^>]*src="([^"]*)"', html)
     ours = [s for s in scripts if "/ipywidgets/" in s]
-    assert ours == ["../_static/ipywidgets/widget-icons.js", "../_static/ipywidgets/embed.js"], scripts
+    assert ours == ["../_static/ipywidgets/widget-compat.js", "../_static/ipywidgets/embed.js"], scripts
     assert not any("require" in s or "html-manager" in s or s.startswith("http") for s in scripts), scripts
     static = book / "_static" / "ipywidgets"
     assert (static / "embed.js").exists() and (static / "LICENSE").exists() and list(static.glob("*.woff2"))

@@ -18,9 +18,10 @@ Widgets: a notebook run by Jupyter stores the state of its ipywidgets (nbclient'
 The book serves the manager itself instead: the vendored bundle in ``physfm/_static/ipywidgets``
 (``@jupyter-widgets/html-manager``'s ``embed.js``, with the fonts it loads and their licences) is
 copied to ``_static/ipywidgets/`` of the HTML build, and ``_config.yml`` sets
-``nb_ipywidgets_js`` to load it from there, after the folder's ``widget-icons.js``, which keeps
+``nb_ipywidgets_js`` to load it from there, after the folder's ``widget-compat.js``, which keeps
 the theme's Font Awesome script from replacing the widgets' icons (the Play widget throws when
-its ``<i>`` has become an ``<svg>``). Explorers built from ``widgets.jslink``-ed controls
+its ``<i>`` has become an ``<svg>``) and gives MathJax 3 the ``MathJax.Hub.Queue`` of MathJax 2
+that the manager typesets widget labels with (each label threw without it). Explorers built from ``widgets.jslink``-ed controls
 (:func:`physfm.viz.explore`) then work in the static page.
 
 Alt text: myst-nb gives the images of a cell the alt text of its metadata

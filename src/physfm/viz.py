@@ -290,7 +290,7 @@ def animate(
     """A self-contained HTML animation with a time slider (matplotlib's ``to_jshtml``).
 
     It plays and scrubs in a static web page (the book) without a running kernel: every frame is
-    drawn here, once, and embedded in the page as a PNG.
+    drawn here, once, and embedded in the page as a PNG with a palette (:func:`_palette_png`).
 
     Args:
         frames: one field ``(time, ny, nx)``, or several as title -> ``(time, ny, nx)`` (a
@@ -304,6 +304,10 @@ def animate(
         ncols: panels per row, 1 to 3 (default: as many as there are panels, at most 3).
         size: inches per panel (default 3.4 for one field, 2.5 for several).
         dpi: resolution of the embedded frames.
+        interval: milliseconds per frame when playing.
+
+    Returns:
+        An ``IPython.display.HTML`` player.
     """
     from IPython.display import HTML
     from matplotlib import animation
@@ -332,7 +336,10 @@ def animate(
     for ax in axes.flat[n:]:
         ax.axis("off")
     fig.colorbar(images[0], ax=axes, shrink=0.8)
-    label = lambda i: titles[i] if titles is not None else f"frame {i}"  # noqa: E731
+
+    def label(i: int) -> str:
+        return titles[i] if titles is not None else f"frame {i}"
+
     title = axes[0, 0].set_title(label(0), fontsize=9) if n == 1 and "" in panels else fig.suptitle(label(0), fontsize=10)
     arrays = list(panels.values())
 
@@ -351,7 +358,6 @@ def animate(
 def _png_frames(a: np.ndarray, title, cmap: str | None, size: float, dpi: int) -> list[bytes]:
     """Every frame of ``a (time, ny, nx)`` drawn on one colour scale, with a colour bar and
     ``title(t)`` over it, as palette PNG bytes (:func:`_palette_png`)."""
-
     cmap, lo, hi = _colour_scale([a], cmap)
     fig, ax = plt.subplots(figsize=(size, size * 0.88), layout="constrained", dpi=dpi)
     im = ax.imshow(a[0], origin="lower", cmap=_field_cmap(cmap), vmin=lo, vmax=hi, interpolation="nearest")
