@@ -101,7 +101,7 @@ def link_ends(link) -> tuple:
 def test_explore_links_its_controls_in_the_browser():
     explorer = viz.explore(trajectories(batch=2, fields=2, time=3))
     controls, frames = explorer.children
-    play, time, sample, field = controls.children
+    (play, time), (sample, field) = (row.children for row in controls.children)
     assert isinstance(play, widgets.Play) and (play.min, play.max) == (0, 2)
     assert (time.max, sample.max) == (2, 1) and [o[0] for o in field.options] == ["field 0", "field 1"]
     # jslink: a LinkModel, which runs in the browser (a Python-side link would need a kernel)
@@ -118,7 +118,9 @@ def test_explore_links_its_controls_in_the_browser():
 
 def test_explore_shows_only_the_controls_it_needs():
     (controls, _) = viz.explore(trajectories(batch=1, fields=1, time=2)).children
-    assert [type(c) for c in controls.children] == [widgets.Play, widgets.IntSlider]
+    assert [[type(c) for c in row.children] for row in controls.children] == [[widgets.Play, widgets.IntSlider]]
+    (controls, _) = viz.explore(trajectories(batch=1, fields=2, time=2)).children
+    assert [[type(c) for c in row.children] for row in controls.children][1] == [widgets.Dropdown]
 
 
 def test_explore_rejects_bad_input_naming_the_argument():

@@ -382,7 +382,7 @@ def explore(
     names: Sequence[str] | None = None,
     label: str = "",
     cmap: str | None = None,
-    size: float = 2.9,
+    size: float = 3.3,
     dpi: int = 80,
     interval: int = 400,
     max_images: int = 120,
@@ -404,7 +404,8 @@ def explore(
         max_images: the most frames (batch x field x time) to draw: each is stored in the page.
 
     Returns:
-        A ``widgets.VBox`` (controls above the frames); its attribute ``links`` holds the links.
+        A ``widgets.VBox``: the controls (play and time in one row, sample and field in the next)
+        above the frames; its attribute ``links`` holds the links.
     """
     import ipywidgets as widgets
 
@@ -427,10 +428,13 @@ def explore(
         src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         return widgets.HTML(f'<img src="{src}" alt="{alt}">')
 
-    time = widgets.IntSlider(0, 0, length - 1, description="frame", continuous_update=True)
+    style = {"description_width": "initial"}  # labels as wide as their text, the rest for the slider
+    time = widgets.IntSlider(0, 0, length - 1, description="frame", style=style)
     play = widgets.Play(0, min=0, max=length - 1, interval=interval)
-    sample = widgets.IntSlider(0, 0, batch - 1, description="sample")
-    field = widgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=0, description="field")
+    sample = widgets.IntSlider(0, 0, batch - 1, description="sample", style=style)
+    field = widgets.Dropdown(
+        options=[(name, i) for i, name in enumerate(names)], value=0, description="field", style=style, layout={"width": "auto"}
+    )
     links = [widgets.jslink((play, "value"), (time, "value"))]
     by_field = []
     for f in range(fields):
@@ -445,8 +449,9 @@ def explore(
         by_field.append(stack)
     frames = widgets.Stack(by_field, selected_index=0)
     links.append(widgets.jslink((field, "index"), (frames, "selected_index")))
-    controls = [play, time] + ([sample] if batch > 1 else []) + ([field] if fields > 1 else [])
-    box = widgets.VBox([widgets.HBox(controls), frames])
+    choices = ([sample] if batch > 1 else []) + ([field] if fields > 1 else [])
+    controls = widgets.VBox([widgets.HBox([play, time])] + ([widgets.HBox(choices)] if choices else []))
+    box = widgets.VBox([controls, frames])
     box.links = tuple(links)
     return box
 
