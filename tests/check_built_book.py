@@ -19,7 +19,12 @@ Two checks:
    - an error in the console: ``console.error``, an uncaught exception, a resource that
      fails to load;
    - a figure without a caption or an image without alt text, on every page except those listed
-     in ``CAPTIONS_PENDING`` below.
+     in ``CAPTIONS_PENDING`` below;
+   - an ipywidgets output that does not render: each widget view of the page (a
+     ``<script type="application/vnd.jupyter.widget-view+json">`` that myst-nb writes) must
+     have been replaced by the widget manager with the widget's elements within 20 s, which
+     needs the page's stored widget state (``application/vnd.jupyter.widget-state+json``) and
+     the manager's JavaScript served with the book (``_static/ipywidgets``).
 
 Captions: a notebook figure gets a caption and alt text from its code cell's metadata,
 ``"mystnb": {"figure": {"caption": "...", "name": "fig-..."}, "image": {"alt": "..."}}``: myst-nb
@@ -74,11 +79,33 @@ CHROMIUM_FLAGS = [
 PAGE_JS = r"""
 (async (captions) => {
   const timeout = (ms) => new Promise((resolve) => setTimeout(() => resolve("timeout"), ms));
-  const out = {typeset: 0, mathjax: false, problems: [], figures: 0};
+  const out = {typeset: 0, mathjax: false, problems: [], figures: 0, widgets: 0, widgets_rendered: 0};
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     out.mathjax = true;
     if (await Promise.race([MathJax.startup.promise.then(() => "done"), timeout(20000)]) === "timeout")
       out.problems.push("MathJax did not finish typesetting within 20 s");
+  }
+  // ipywidgets: the widget manager (embed.js, run on the load event) puts each widget's elements
+  // in a .widget-subarea just before its view script; without its JavaScript none appears
+  const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
+  out.widgets = views.length;
+  if (views.length) {
+    const modelId = (v) => { try { return JSON.parse(v.textContent).model_id; } catch (e) { return "?"; } };
+    const rendered = (v) => {
+      const area = v.previousElementSibling;
+      return !!(area && area.classList.contains("widget-subarea") && area.querySelector(".jupyter-widgets"));
+    };
+    if (!document.querySelector('script[type="application/vnd.jupyter.widget-state+json"]'))
+      out.problems.push(`${views.length} widget outputs but no widget state in the page: nothing can render them`);
+    else if (!window._jupyter_widget_embedder)
+      out.problems.push("the page has widgets but the widget manager's JavaScript did not run");
+    else {
+      const start = Date.now();
+      while (views.some((v) => !rendered(v)) && Date.now() - start < 20000) await timeout(100);
+    }
+    for (const v of views)
+      if (!rendered(v)) out.problems.push(`widget not rendered: model ${modelId(v)}`);
+    out.widgets_rendered = views.filter(rendered).length;
   }
   out.typeset = document.querySelectorAll("mjx-container").length;
   if (out.mathjax) {
@@ -125,6 +152,8 @@ class PageReport:
     page: str
     typeset: int = 0
     figures: int = 0
+    widgets: int = 0  # widget outputs of the page, and how many of them rendered
+    widgets_rendered: int = 0
     captions_checked: bool = True
     problems: list[str] = field(default_factory=list)
     known: list[str] = field(default_factory=list)  # problems listed in KNOWN_PROBLEMS
@@ -302,6 +331,7 @@ def check_pages(
             else:
                 found = browser.check(path.as_uri(), report.captions_checked)
                 report.typeset, report.figures = found["typeset"], found["figures"]
+                report.widgets, report.widgets_rendered = found["widgets"], found["widgets_rendered"]
                 known = known_problems.get(page, [])
                 report.problems = [p for p in found["problems"] if p not in known]
                 report.known = [p for p in found["problems"] if p in known]
@@ -348,7 +378,8 @@ def main(argv: list[str]) -> int:
     for r in reports:
         note = "" if r.captions_checked else " (captions not checked: listed in CAPTIONS_PENDING)"
         status = "FAILED" if r.problems else "ok"
-        print(f"{status:6} {r.page}: {r.typeset} formulas typeset, {r.figures} images{note}")
+        widgets = f", {r.widgets_rendered} of {r.widgets} widgets rendered" if r.widgets else ""
+        print(f"{status:6} {r.page}: {r.typeset} formulas typeset, {r.figures} images{widgets}{note}")
         for problem in r.problems:
             print(f"         {problem}")
         for problem in r.known:

@@ -8,6 +8,7 @@ headless Chromium by ``tests/check_built_book.py``. Good pages must pass every c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from check_built_book import check_pages, pages_of
+from check_built_book import Browser, check_pages, console_errors, pages_of
 from physfm.student import student_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,8 @@ PAGES = [
     "bad-raw-formula",
     "bad-missing-image",
     "bad-console-error",
+    "widgets",
+    "bad-widget-without-state",
 ]
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 
@@ -94,6 +97,10 @@ def test_good_pages_pass_every_check(reports):
     # inline, Mamba's decay, display, the align environment, the solution's, the caption's
     assert reports["formulas"].typeset >= 6, reports["formulas"]
     assert reports["captioned"].figures == 2  # the plot, and the animation player's frame
+    assert reports["widgets"].problems == [], reports["widgets"].problems
+    assert reports["widgets"].widgets == reports["widgets"].widgets_rendered == 1, reports["widgets"]
+    assert reports["widgets"].figures == 1  # the explorer shows one frame at a time
+    assert reports["widgets"].typeset >= 2  # MathJax 3 runs beside the widget manager
 
 
 @pytest.mark.parametrize(
@@ -105,6 +112,8 @@ def test_good_pages_pass_every_check(reports):
         ("bad-raw-formula", "formula left untypeset"),
         ("bad-missing-image", "image does not load: no-such-picture.png"),
         ("bad-console-error", "console error: fixture: a deliberate console error"),
+        ("bad-widget-without-state", "1 widget outputs but no widget state in the page"),
+        ("bad-widget-without-state", "widget not rendered: model 0123456789abcdef"),
     ],
 )
 def test_each_defect_is_found(reports, page, problem):
@@ -138,6 +147,59 @@ def test_html_animations_need_no_network_and_have_alt_text(book):
     assert "maxcdn.bootstrapcdn.com" not in html  # matplotlib's Font Awesome link is dropped
     player = re.search(r'<figure[^>]*id="fig-fixture-animation"[^>]*>(.*?)</figure>', html, re.S)
     assert player and 'alt="A line that tilts from flat to rising"' in player.group(1)
+
+
+def test_widgets_are_served_with_the_book(book):
+    html = (book / "book" / "widgets.html").read_text()
+    assert 'type="application/vnd.jupyter.widget-state+json"' in html  # stored when the notebook ran
+    assert 'type="application/vnd.jupyter.widget-view+json"' in html
+    scripts = re.findall(r'<script[^>]*src="([^"]*)"', html)
+    ours = [s for s in scripts if "/ipywidgets/" in s]
+    assert ours == ["../_static/ipywidgets/widget-compat.js", "../_static/ipywidgets/embed.js"], scripts
+    assert not any("require" in s or "html-manager" in s or s.startswith("http") for s in scripts), scripts
+    static = book / "_static" / "ipywidgets"
+    assert (static / "embed.js").exists() and (static / "LICENSE").exists() and list(static.glob("*.woff2"))
+    # pages without widgets do not load the manager
+    assert "ipywidgets/embed.js" not in (book / "book" / "captioned.html").read_text()
+
+
+# press the explorer's play button; the alt text of the frame shown, before and 1.5 s after
+PLAY_JS = r"""
+(async () => {
+  const shown = () => [...document.querySelectorAll(".widget-subarea img")].map((img) => img.alt).join(" | ");
+  const before = shown();
+  document.querySelector(".widget-play button").click();
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  return JSON.stringify([before, shown()]);
+})()
+"""
+
+
+def test_the_explorer_plays_in_the_static_page(book):
+    """The explorer's links run in the browser: from the stored widget state alone, without a
+    kernel, the play button moves the frame slider, which moves the frame shown (and the theme's
+    Font Awesome, which would have replaced the button's icon, does not break it)."""
+    with Browser() as browser:
+        found = browser.check((book / "book" / "widgets.html").as_uri(), True)
+        assert found["widgets_rendered"] == 1 and found["problems"] == [], found
+        browser.events.clear()
+        result = browser.call(
+            "Runtime.evaluate", session=browser.session, expression=PLAY_JS, awaitPromise=True, returnByValue=True
+        )
+        assert console_errors(browser.events) == []
+    before, after = json.loads(result["result"]["value"])
+    assert before == "fixture wave a, sample 0, frame 0 of 2", before
+    assert after.startswith("fixture wave a, sample 0, frame ") and after != before, after
+
+
+def test_a_widget_page_fails_without_the_widget_javascript(book, tmp_path):
+    broken = tmp_path / "html"
+    shutil.copytree(book, broken, ignore=shutil.ignore_patterns("mathjax"))
+    (broken / "_static" / "ipywidgets" / "embed.js").unlink()
+    (report,) = check_pages(broken, ["book/widgets"], captions_pending=[], known_problems={})
+    assert "the page has widgets but the widget manager's JavaScript did not run" in report.problems, report.problems
+    assert any(p.startswith("widget not rendered: model ") for p in report.problems), report.problems
+    assert report.widgets == 1 and report.widgets_rendered == 0
 
 
 def test_names_are_not_links_but_addresses_are(book):

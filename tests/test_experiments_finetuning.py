@@ -46,6 +46,14 @@ def test_runner_returns_results_of_the_expected_dimensions(smoke_runs):
     s = finetuning.summary(ds)
     assert set(s.vrmse_mean.dims) == {"arm", "system"} and s.nmse_mean.dims[-1] == "band"
     assert s.attrs["eval_step"] == cfg["dyn_steps"]
+    # the example rollout the chapter animates: Tadpole's configuration, first seed, each system
+    n = pre["grid"]
+    assert ds.example_truth.shape == (2, cfg["context"] + cfg["rollout_steps"], n, n)
+    assert ds.example_prediction.dims == ("system", "lead", "y", "x") and ds.example_prediction.shape[1] == cfg["rollout_steps"]
+    assert (ds.attrs["example_arm"], ds.attrs["example_seed"]) == ("lora_transform_skips", 0)
+    assert np.isfinite(ds.example_prediction).all() and not np.allclose(
+        ds.example_prediction, ds.example_truth[:, cfg["context"] :]
+    )
 
 
 @pytest.mark.slow
@@ -65,5 +73,7 @@ def test_bad_arguments_are_named():
         finetuning.run({**cfg, "seen": "gray_scott"}, pre)
     with pytest.raises(ValueError, match="context \\+ rollout_steps = 12 must not exceed the 9 frames"):
         finetuning.run({**cfg, "rollout_steps": 8}, pre)
+    with pytest.raises(ValueError, match="example_arm='full' is not among the arms run"):
+        finetuning.run(cfg, pre, arms=("frozen",), example_arm="full")
     with pytest.raises(ValueError, match="unknown arm 'x'"):
         finetuning.build("x", None, 1, cfg, stride=4)

@@ -38,8 +38,15 @@ def test_runner_returns_results_of_the_expected_dimensions(smoke_run):
     assert float(abs(d.mean_over_systems.sel(arm="full"))) == 0.0
     assert set(pdefm.summary(ds).data_vars) == {"mean", "std", "mean_over_systems", "std_over_systems"}
     assert ds.backbone_seconds.dims == ("backbone", "length")
+    # the example rollouts the chapter animates: the full model, first seed, every system
+    n, systems = cfg["grid"], len(cfg["systems"])
+    assert ds.example_truth.shape == (systems, cfg["context"] + cfg["rollout_steps"], n, n)
+    assert ds.example_prediction.dims == ("system", "lead", "y", "x")
+    assert ds.example_prediction.shape == (systems, cfg["rollout_steps"], n, n) and ds.attrs["example_arm"] == "full"
 
 
 def test_unknown_arm_is_named():
     with pytest.raises(ValueError, match="unknown arms"):
         pdefm.run(profiles.resolve("pdefm", "smoke"), arms=("no_backbone",))
+    with pytest.raises(ValueError, match="example_arm='full' is not among the arms run"):
+        pdefm.run(profiles.resolve("pdefm", "smoke"), arms=("transformer",))

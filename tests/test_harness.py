@@ -74,3 +74,21 @@ def test_held_out_data_are_distinct_windows_with_their_metadata():
     assert set(data.drops) == {"kept", "dropped", "rate"}
     with pytest.raises(ValueError, match="context \\+ steps <= frames=8"):
         harness.eval_data("diffusion", shape=(16,), frames=8, window=3, n_windows=2, context=4, steps=5, n_rollouts=2)
+
+
+def test_a_rollout_keeps_its_example_and_its_score():
+    data = harness.eval_data("burgers", shape=(16,), frames=8, window=3, n_windows=2, context=2, steps=3, n_rollouts=3)
+
+    def persistence(context, steps):
+        return context[:, :, -1:].repeat(1, 1, steps, 1)
+
+    score, example = data.rollout_with_example(persistence)
+    np.testing.assert_array_equal(score, data.rollout(persistence))
+    truth = data.example()
+    assert truth.shape == (5, 16) and example.shape == (3, 16)  # first field of the first trajectory
+    np.testing.assert_array_equal(truth, data.trajectories[0, 0].numpy())
+    np.testing.assert_array_equal(example, np.broadcast_to(truth[1], (3, 16)))  # the last context frame, repeated
+    ds = harness.job_dataset(_curves([1.0], [0.1], [], "x", 0.0), rollout=score, **{harness.EXAMPLE: (("lead", "x"), example)})
+    kept, examples = harness.split_examples({Job("a", 0): ds, Job("b", 0): ds.drop_vars(harness.EXAMPLE)})
+    assert list(examples) == [Job("a", 0)] and all(harness.EXAMPLE not in d for d in kept.values())
+    np.testing.assert_array_equal(examples[Job("a", 0)].values, example)

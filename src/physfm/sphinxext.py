@@ -12,6 +12,18 @@ link Font Awesome 4 from a CDN for their buttons. The book must read offline, an
 already serves Font Awesome, whose script draws those icons, so the link is dropped from the
 notebook outputs of the pages (notebooks themselves keep it: Jupyter needs it).
 
+Widgets: a notebook run by Jupyter stores the state of its ipywidgets (nbclient's
+``store_widget_state``), and myst-nb embeds it in the page with the scripts of its
+``nb_ipywidgets_js`` setting, by default require.js and ipywidgets' widget manager from CDNs.
+The book serves the manager itself instead: the vendored bundle in ``physfm/_static/ipywidgets``
+(``@jupyter-widgets/html-manager``'s ``embed.js``, with the fonts it loads and their licences) is
+copied to ``_static/ipywidgets/`` of the HTML build, and ``_config.yml`` sets
+``nb_ipywidgets_js`` to load it from there, after the folder's ``widget-compat.js``, which keeps
+the theme's Font Awesome script from replacing the widgets' icons (the Play widget throws when
+its ``<i>`` has become an ``<svg>``) and gives MathJax 3 the ``MathJax.Hub.Queue`` of MathJax 2
+that the manager typesets widget labels with (each label threw without it). Explorers built from ``widgets.jslink``-ed controls
+(:func:`physfm.viz.explore`) then work in the static page.
+
 Alt text: myst-nb gives the images of a cell the alt text of its metadata
 (``"mystnb": {"image": {"alt": ...}}``), but not the ``<img>`` of an HTML output such as that
 animation player; those get it here.
@@ -29,13 +41,19 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 from typing import Any
 
 from docutils import nodes
+from sphinx.util.fileutil import copy_asset
 
 from physfm import student
 
-__all__ = ["setup", "render_exercise_cells", "drop_cdn_links", "html_alt_text", "dedupe_scripts"]
+__all__ = ["setup", "render_exercise_cells", "drop_cdn_links", "html_alt_text", "dedupe_scripts", "WIDGETS_JS"]
+
+# the widget manager served with the book, and where it goes in the HTML build (under _static)
+WIDGETS_JS = Path(__file__).parent / "_static" / "ipywidgets"
+WIDGETS_JS_TARGET = "ipywidgets"
 
 # the stylesheet link of matplotlib's animation player (matplotlib/_animation_data.py)
 CDN_LINK = re.compile(r'<link rel="stylesheet"\s+href="https://maxcdn\.bootstrapcdn\.com/font-awesome/[^"]*"\s*/?>')
@@ -126,8 +144,14 @@ def _on_html_page_context(app, pagename: str, templatename: str, context: dict, 
         context["script_files"] = dedupe_scripts(context["script_files"])
 
 
+def _copy_widgets_js(app, exc) -> None:
+    if exc is None and app.builder is not None and app.builder.format == "html":
+        copy_asset(str(WIDGETS_JS), str(Path(app.outdir) / "_static" / WIDGETS_JS_TARGET), excluded=lambda p: p.endswith(".md"))
+
+
 def setup(app) -> dict[str, Any]:
     app.add_config_value("physfm_student_edition", False, "env", [bool])
     app.connect("doctree-read", _on_doctree_read)
     app.connect("html-page-context", _on_html_page_context)
+    app.connect("build-finished", _copy_widgets_js)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -3,11 +3,21 @@
 Fields are drawn with a diverging colour map centred on zero when they change sign, errors in
 the three spectral bands always in the same three colours (:data:`BAND_COLORS`), and every
 figure that shows committed results carries the provenance line of :func:`physfm.results.describe`.
+
+Fields that evolve are shown two ways that both work in the static book, without a kernel:
+:func:`animate`, a matplotlib player of one or several panels sharing a time slider, and
+:func:`explore`, an ipywidgets explorer over samples, fields and time whose controls are linked
+in the browser (``widgets.jslink``); the book serves the widgets' JavaScript itself
+(:mod:`physfm.sphinxext`).
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -192,59 +202,258 @@ def volume(field: torch.Tensor | np.ndarray, *, title: str = "", cmap: str = "ma
     return ax
 
 
-def animate(frames: torch.Tensor | np.ndarray, *, titles: Sequence[str] | None = None, interval: int = 250, cmap: str = "RdBu_r"):
-    """A self-contained HTML animation with a time slider, for ``frames`` of shape ``(time, ny, nx)``.
+Frames = torch.Tensor | np.ndarray
 
-    It plays and scrubs in a static web page (the book) without a running kernel, unlike an
-    ipywidgets slider (see :func:`explore` for that, in a live notebook).
+
+def _colour_scale(arrays: Sequence[np.ndarray], cmap: str | None) -> tuple[str, float, float]:
+    """One colour scale for ``arrays``: red-blue and symmetric about zero when the values change
+    sign, viridis from the smallest to the largest value otherwise (as :func:`show_fields`)."""
+    lo = min(float(np.nanmin(a)) for a in arrays)
+    hi = max(float(np.nanmax(a)) for a in arrays)
+    diverging = lo < 0 < hi
+    if diverging:
+        lo, hi = -max(-lo, hi), max(-lo, hi)
+    if not hi > lo:  # a constant field: any non-empty range shows it
+        lo, hi = lo - 1.0, hi + 1.0
+    return cmap or ("RdBu_r" if diverging else "viridis"), lo, hi
+
+
+# Frames embedded in a page are stored with a palette: the colour map in PALETTE_COLOURS colours
+# (as the fields are drawn) and 256 - PALETTE_COLOURS greys for the axes, labels and background.
+# Half the bytes of a full-colour PNG or less, and every pixel of a field keeps its exact colour.
+PALETTE_COLOURS = 224
+
+
+def _field_cmap(cmap: str):
+    """``cmap`` with :data:`PALETTE_COLOURS` colours: the colours a palette frame holds exactly."""
+    return plt.get_cmap(cmap).resampled(PALETTE_COLOURS)
+
+
+def _palette_png(png: bytes, cmap: str) -> bytes:
+    """``png``, drawn with :func:`_field_cmap`, as a PNG with a palette of that colour map and greys."""
+    from PIL import Image
+
+    colours = _field_cmap(cmap)(np.linspace(0, 1, PALETTE_COLOURS))[:, :3]
+    greys = np.repeat(np.linspace(0, 1, 256 - PALETTE_COLOURS)[:, None], 3, axis=1)
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(np.round(255 * np.concatenate([colours, greys])).astype(np.uint8).ravel().tolist())
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE).save(
+        out, format="png", optimize=True
+    )
+    return out.getvalue()
+
+
+# a frame of matplotlib's HTML player: base64 lines joined by JavaScript line continuations
+_JS_FRAME = re.compile(r'(frames\[\d+\] = "data:image/png;base64,)([^"]*)(")')
+
+
+def _palette_frames(player: str, cmap: str) -> str:
+    """The PNG frames embedded in a ``to_jshtml`` player, each as :func:`_palette_png`."""
+
+    def repack(m: re.Match) -> str:
+        png = base64.b64decode(m.group(2).replace("\\\n", ""))
+        return m.group(1) + base64.b64encode(_palette_png(png, cmap)).decode("ascii") + m.group(3)
+
+    return _JS_FRAME.sub(repack, player)
+
+
+def _panels(frames: Frames | Mapping[str, Frames], fn: str) -> dict[str, np.ndarray]:
+    """``frames`` as title -> ``(time, ny, nx)`` array, checked: at least one panel, every one 3D,
+    all with the same number of frames."""
+    if isinstance(frames, Mapping):
+        panels = {str(k): to_numpy(v) for k, v in frames.items()}
+        if not panels:
+            raise ValueError(f"{fn}: frames is an empty mapping; want title -> (time, ny, nx), at least one panel")
+    else:
+        panels = {"": to_numpy(frames)}
+    for name, a in panels.items():
+        if a.ndim != 3:
+            what = f"frames[{name!r}]" if name else "frames"
+            raise ValueError(f"{fn}: {what} must be (time, ny, nx), got shape {a.shape}")
+    lengths = {name: a.shape[0] for name, a in panels.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{fn}: every panel of frames must have the same number of frames (time), got {lengths}")
+    return panels
+
+
+def animate(
+    frames: Frames | Mapping[str, Frames],
+    *,
+    titles: Sequence[str] | None = None,
+    interval: int = 250,
+    cmap: str | None = None,
+    ncols: int | None = None,
+    size: float | None = None,
+    dpi: int = 80,
+):
+    """A self-contained HTML animation with a time slider (matplotlib's ``to_jshtml``).
+
+    It plays and scrubs in a static web page (the book) without a running kernel: every frame is
+    drawn here, once, and embedded in the page as a PNG with a palette (:func:`_palette_png`).
+
+    Args:
+        frames: one field ``(time, ny, nx)``, or several as title -> ``(time, ny, nx)`` (a
+            prediction beside its truth and their difference, or several samples): panels side by
+            side, at most three per row, sharing the time slider. Every panel has the same number
+            of frames.
+        titles: one per frame, shown above the panels (above the field when there is one);
+            default ``"frame i"``.
+        cmap: colour map (default: red-blue, symmetric about zero, when the values change sign,
+            viridis otherwise). Every panel and frame share one colour scale and one colour bar.
+        ncols: panels per row, 1 to 3 (default: as many as there are panels, at most 3).
+        size: inches per panel (default 3.4 for one field, 2.5 for several).
+        dpi: resolution of the embedded frames.
+        interval: milliseconds per frame when playing.
+
+    Returns:
+        An ``IPython.display.HTML`` player.
     """
     from IPython.display import HTML
     from matplotlib import animation
 
-    a = to_numpy(frames)
-    if a.ndim != 3:
-        raise ValueError(f"animate: frames must be (time, ny, nx), got shape {a.shape}")
-    lim = np.abs(a).max()
-    fig, ax = plt.subplots(figsize=(3.6, 3.4), layout="constrained")
-    im = ax.imshow(a[0], origin="lower", cmap=cmap, vmin=-lim, vmax=lim)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    title = ax.set_title(titles[0] if titles else "frame 0", fontsize=9)
+    panels = _panels(frames, "animate")
+    n, length = len(panels), next(iter(panels.values())).shape[0]
+    if titles is not None and len(titles) != length:
+        raise ValueError(f"animate: titles has {len(titles)} entries, want one per frame ({length})")
+    if ncols is None:
+        ncols = min(n, 3)
+    if not 1 <= ncols <= 3:
+        raise ValueError(f"animate: ncols must be 1, 2 or 3 (at most three panels per row), got {ncols}")
+    nrows = -(-n // ncols)
+    size = size or (3.4 if n == 1 else 2.5)
+    cmap, lo, hi = _colour_scale(list(panels.values()), cmap)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols + 0.7, size * nrows + 0.3), squeeze=False, layout="constrained", dpi=dpi
+    )
+    images = []
+    for ax, (name, a) in zip(axes.flat, panels.items()):
+        images.append(ax.imshow(a[0], origin="lower", cmap=_field_cmap(cmap), vmin=lo, vmax=hi, interpolation="nearest"))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if name:
+            ax.set_title(name, fontsize=9)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    fig.colorbar(images[0], ax=axes, shrink=0.8)
+
+    def label(i: int) -> str:
+        return titles[i] if titles is not None else f"frame {i}"
+
+    title = axes[0, 0].set_title(label(0), fontsize=9) if n == 1 and "" in panels else fig.suptitle(label(0), fontsize=10)
+    arrays = list(panels.values())
 
     def update(i):
-        im.set_data(a[i])
-        title.set_text(titles[i] if titles else f"frame {i}")
-        return im, title
+        for im, a in zip(images, arrays):
+            im.set_data(a[i])
+        title.set_text(label(i))
+        return (*images, title)
 
-    anim = animation.FuncAnimation(fig, update, frames=len(a), interval=interval, blit=False)
-    html = HTML(anim.to_jshtml(default_mode="loop"))
+    anim = animation.FuncAnimation(fig, update, frames=length, interval=interval, blit=False)
+    player = HTML(_palette_frames(anim.to_jshtml(default_mode="loop"), cmap))
     plt.close(fig)
-    return html
+    return player
 
 
-def explore(trajectories: torch.Tensor, *, names: Sequence[str] | None = None):
-    """An ipywidgets explorer for a live notebook: sliders over sample and time of
-    ``(batch, field, time, ny, nx)``. Needs a running kernel (it redraws in Python)."""
+def _png_frames(a: np.ndarray, title, cmap: str | None, size: float, dpi: int) -> list[bytes]:
+    """Every frame of ``a (time, ny, nx)`` drawn on one colour scale, with a colour bar and
+    ``title(t)`` over it, as palette PNG bytes (:func:`_palette_png`)."""
+    cmap, lo, hi = _colour_scale([a], cmap)
+    fig, ax = plt.subplots(figsize=(size, size * 0.88), layout="constrained", dpi=dpi)
+    im = ax.imshow(a[0], origin="lower", cmap=_field_cmap(cmap), vmin=lo, vmax=hi, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, shrink=0.85)
+    heading = ax.set_title("", fontsize=9)
+    pngs = []
+    for t in range(a.shape[0]):
+        im.set_data(a[t])
+        heading.set_text(title(t))
+        drawn = io.BytesIO()
+        fig.savefig(drawn, format="png", dpi=dpi)
+        pngs.append(_palette_png(drawn.getvalue(), cmap))
+    plt.close(fig)
+    return pngs
+
+
+def explore(
+    trajectories: torch.Tensor | np.ndarray,
+    *,
+    names: Sequence[str] | None = None,
+    label: str = "",
+    cmap: str | None = None,
+    size: float = 3.3,
+    dpi: int = 80,
+    interval: int = 400,
+    max_images: int = 120,
+):
+    """An ipywidgets explorer of ``trajectories (batch, field, time, ny, nx)``: a play button and
+    sliders over time and sample, a menu of fields; it works in the static book as in a live notebook.
+
+    Every frame is drawn here, once, to a PNG (each sample and field on its own colour scale,
+    the same for all its frames); the frames sit in nested ``widgets.Stack`` containers (field ->
+    sample -> time) whose ``selected_index`` is tied to the controls by ``widgets.jslink``. The
+    links run in the browser, so scrubbing needs no Python: a page that embeds the widget state
+    (the book: Jupyter stores it when the notebook runs) works without a kernel.
+
+    Args:
+        names: one per field (default ``"field i"``).
+        label: what the fields are (e.g. the system), for the frames' alt text.
+        size, dpi: inches and resolution of a frame.
+        interval: milliseconds per frame when playing.
+        max_images: the most frames (batch x field x time) to draw: each is stored in the page.
+
+    Returns:
+        A ``widgets.VBox``: the controls (play and time in one row, sample and field in the next)
+        above the frames; its attribute ``links`` holds the links.
+    """
     import ipywidgets as widgets
 
     a = to_numpy(trajectories)
     if a.ndim != 5:
         raise ValueError(f"explore: trajectories must be (batch, field, time, ny, nx), got shape {a.shape}")
-    names = list(names) if names else [f"field {i}" for i in range(a.shape[1])]
+    batch, fields, length = a.shape[:3]
+    if batch * fields * length > max_images:
+        raise ValueError(
+            f"explore: trajectories of shape {a.shape} make {batch} x {fields} x {length} = {batch * fields * length} "
+            f"frames, more than max_images={max_images}: pass fewer samples or frames (e.g. trajectories[:4, :, ::2])"
+        )
+    names = list(names) if names is not None else [f"field {i}" for i in range(fields)]
+    if len(names) != fields:
+        raise ValueError(f"explore: names has {len(names)} entries, want one per field ({fields})")
+    what = f"{label} " if label else ""
 
-    def show(sample=0, field=0, time=0):
-        fig, ax = plt.subplots(figsize=(4, 3.6), layout="constrained")
-        lim = np.abs(a[sample, field]).max()
-        ax.imshow(a[sample, field, time], origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_title(f"{names[field]}, sample {sample}, frame {time}")
-        plt.show()
+    def frame(png: bytes, f: int, b: int, t: int):
+        alt = html.escape(f"{what}{names[f]}, sample {b}, frame {t} of {length - 1}", quote=True)
+        src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        return widgets.HTML(f'<img src="{src}" alt="{alt}">')
 
-    return widgets.interactive(
-        show,
-        sample=widgets.IntSlider(0, 0, a.shape[0] - 1),
-        field=widgets.IntSlider(0, 0, a.shape[1] - 1),
-        time=widgets.IntSlider(0, 0, a.shape[2] - 1),
+    style = {"description_width": "initial"}  # labels as wide as their text, the rest for the slider
+    time = widgets.IntSlider(0, 0, length - 1, description="frame", style=style)
+    play = widgets.Play(0, min=0, max=length - 1, interval=interval)
+    sample = widgets.IntSlider(0, 0, batch - 1, description="sample", style=style)
+    field = widgets.Dropdown(
+        options=[(name, i) for i, name in enumerate(names)], value=0, description="field", style=style, layout={"width": "auto"}
     )
+    links = [widgets.jslink((play, "value"), (time, "value"))]
+    by_field = []
+    for f in range(fields):
+        by_sample = []
+        for b in range(batch):
+            pngs = _png_frames(a[b, f], lambda t, b=b, f=f: f"{names[f]}, sample {b}, frame {t}", cmap, size, dpi)
+            stack = widgets.Stack([frame(p, f, b, t) for t, p in enumerate(pngs)], selected_index=0)
+            links.append(widgets.jslink((time, "value"), (stack, "selected_index")))
+            by_sample.append(stack)
+        stack = widgets.Stack(by_sample, selected_index=0)
+        links.append(widgets.jslink((sample, "value"), (stack, "selected_index")))
+        by_field.append(stack)
+    frames = widgets.Stack(by_field, selected_index=0)
+    links.append(widgets.jslink((field, "index"), (frames, "selected_index")))
+    choices = ([sample] if batch > 1 else []) + ([field] if fields > 1 else [])
+    controls = widgets.VBox([widgets.HBox([play, time])] + ([widgets.HBox(choices)] if choices else []))
+    box = widgets.VBox([controls, frames])
+    box.links = tuple(links)
+    return box
 
 
 def spread(ax, x, values, *, label: str | None = None, color=None, ls="-", marker=None, alpha: float = 0.2):

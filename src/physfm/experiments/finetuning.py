@@ -163,9 +163,11 @@ def _job(job: Job) -> xr.Dataset:
     )
     model.eval()
     levels = len(SkipScales.levels)
+    rollout, example = data.rollout_with_example(model.rollout)
     return harness.job_dataset(
         curves,
-        rollout=data.rollout(model.rollout),
+        rollout=rollout,
+        **{harness.EXAMPLE: (("lead", "y", "x"), example)},
         trainable=count_parameters(model)[0],
         scale=model.transform.scale.item() if model.transform is not None else np.nan,
         skip_scale=(
@@ -185,6 +187,7 @@ def run(
     tokeniser: Tokeniser | None = None,
     workers: int | None = None,
     folder: str | None = None,
+    example_arm: str | None = None,
 ) -> xr.Dataset:
     """Run the fine-tuning comparison of ``cfg`` (the ``finetuning`` preset) with the tokeniser
     and data of ``pre`` (the ``pretraining`` preset at the same profile).
@@ -194,16 +197,25 @@ def run(
         tokeniser: the pre-trained tokeniser to use (default: :func:`pretrained_tokeniser`).
         workers: one-thread worker processes on a CPU (default ``cfg["workers"]``).
         folder: save each finished run there and skip it when run again.
+        example_arm: the arm whose rollout (first seed) is kept as the example (default:
+            Tadpole's ``lora_transform_skips`` when it runs, else the first arm).
 
     Returns:
         The harness's layout, dims ``arm``, ``seed``, ``system`` (coordinate ``seen``: whether the
         tokeniser was pre-trained on it), plus ``trainable`` parameters, ``scale`` (the
-        transform's :math:`a`) and ``skip_scale`` (per ``level``).
+        transform's :math:`a`) and ``skip_scale`` (per ``level``); ``example_truth (system,
+        example_frame, y, x)``, the first field of the first rollout trajectory of each system
+        (context and future), and ``example_prediction (system, lead, y, x)``, what
+        ``example_arm`` (attribute) with the first seed predicted for it.
     """
     arms = list(cfg["arms"] if arms is None else arms)
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise ValueError(f"run: unknown arms {unknown or arms}; choose from {list(ARMS)}")
+    if example_arm is None:
+        example_arm = "lora_transform_skips" if "lora_transform_skips" in arms else arms[0]
+    if example_arm not in arms:
+        raise ValueError(f"run: example_arm={example_arm!r} is not among the arms run, {arms}")
     if cfg["eval_every"] < 1 or cfg["dyn_steps"] < 1:
         raise ValueError(
             f"run: dyn_steps and eval_every must be >= 1, got dyn_steps={cfg['dyn_steps']}, eval_every={cfg['eval_every']}"
@@ -260,6 +272,7 @@ def run(
         progress=progress,
     )
     _SHARED.clear()
+    results, examples = harness.split_examples(results)
     baselines = xr.concat([data[n][1].baselines() for n in names], dim=xr.DataArray(names, dims="system"))
     drops = streams.drop_summary(buffers)
     ds = harness.collect(
@@ -276,6 +289,13 @@ def run(
     )
     ds = ds.assign_coords(seen=("system", [n in others for n in ds.system.values]), level=list(SkipScales.levels))
     ds["trainable"] = ds.trainable.isel(seed=0, drop=True)
+    first = list(cfg["seeds"])[0]
+    ds["example_truth"] = (("system", "example_frame", "y", "x"), np.stack([data[n][1].example() for n in names]))
+    ds["example_prediction"] = (
+        ("system", "lead", "y", "x"),
+        np.stack([examples[Job(example_arm, first, system=n)].values for n in names]),
+    )
+    ds.attrs.update(example_arm=example_arm, example_seed=int(first))
     return ds
 
 

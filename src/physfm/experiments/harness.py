@@ -29,6 +29,10 @@ The layout (dimensions ``arm``, ``seed``, ``system`` and, for maps, ``regime``; 
 ``persistence_rollout_vrmse``  the same baseline per lead time of the rollouts
 =============================  ==========================================================
 
+and, where a chapter animates a rollout, ``example_truth`` (first field of the first rollout
+trajectory, context and future) and ``example_prediction`` (what one arm and seed predicted for
+it), from :meth:`EvalData.example` and :meth:`EvalData.rollout_with_example`.
+
 plus each experiment's own variables. Runs of different length share ``eval_step``; a run that
 stopped earlier is NaN after its end.
 """
@@ -75,6 +79,8 @@ __all__ = [
     "collect",
     "describe_job",
     "drop_counts",
+    "split_examples",
+    "EXAMPLE",
     "STANDARD",
 ]
 
@@ -123,6 +129,24 @@ class EvalData:
     def rollout(self, rollout: forecast.Rollout) -> np.ndarray:
         """Rollout VRMSE per lead time ``(steps,)``."""
         return forecast.rollout_vrmse(rollout, self.trajectories, self.context, self.steps).cpu().numpy()
+
+    def rollout_with_example(self, rollout: forecast.Rollout) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`rollout`, and what that same rollout predicted for the first field of the first
+        trajectory, ``(steps, *S)``: the frames a chapter shows beside :meth:`example` (its
+        animation of a rollout), at no extra cost."""
+        kept = []
+
+        def keep(context: torch.Tensor, steps: int) -> torch.Tensor:
+            predicted = rollout(context, steps)
+            kept.append(predicted[0, 0].detach().cpu().numpy())
+            return predicted
+
+        return self.rollout(keep), kept[0]
+
+    def example(self) -> np.ndarray:
+        """The first field of the first rollout trajectory, ``(context + steps, *S)``: the truth
+        beside :meth:`rollout_with_example`'s prediction (its last ``steps`` frames)."""
+        return self.trajectories[0, 0].cpu().numpy()
 
     def baselines(self) -> xr.Dataset:
         """Persistence on the same data: ``persistence_vrmse`` and ``persistence_rollout_vrmse(lead)``."""
@@ -213,6 +237,24 @@ def job_dataset(curves: xr.Dataset, *, rollout: np.ndarray | None = None, **extr
     if "window" in ds.dims:
         ds = ds.assign_coords(window=np.arange(ds.sizes["window"]))
     return ds
+
+
+EXAMPLE = "rollout_example"
+
+
+def split_examples(
+    results: Mapping[Job, xr.Dataset], name: str = EXAMPLE
+) -> tuple[dict[Job, xr.Dataset], dict[Job, xr.DataArray]]:
+    """Each job's example rollout (the variable ``name``, from :meth:`EvalData.rollout_with_example`)
+    taken out of its dataset: ``(results without it, {job: example})``. An experiment keeps the
+    examples it shows (one arm and seed) instead of stacking every job's into its result."""
+    kept, examples = {}, {}
+    for job, ds in results.items():
+        if name in ds:
+            examples[job] = ds[name]
+            ds = ds.drop_vars(name)
+        kept[job] = ds
+    return kept, examples
 
 
 def drop_counts(buffers: streams.TrajectoryBuffer | Sequence[streams.TrajectoryBuffer | None] | None) -> dict[str, int]:

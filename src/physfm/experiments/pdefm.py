@@ -196,7 +196,7 @@ def _job(job: Job) -> xr.Dataset:
     gen = sum(p.buffer.seconds for p in pools.values() if p.buffer)  # chunks shared with an earlier arm cost nothing
     model.eval()
     W = cfg["window"] - 1
-    per_system: dict[str, list] = {k: [] for k in ("nmse", "vrmse_generic", "vrmse_by_position", "rollout_vrmse")}
+    per_system: dict[str, list] = {k: [] for k in ("nmse", "vrmse_generic", "vrmse_by_position", "rollout_vrmse", "example")}
     with torch.no_grad():
         for s, d in data.items():
             own = s if s in trained else None
@@ -208,7 +208,9 @@ def _job(job: Job) -> xr.Dataset:
             generic = pred if own is None else model(x, None, None, d.interval)
             per_system["vrmse_generic"].append(float(metrics.vrmse(generic, target).mean()))
             roll = lambda c, n, d=d, own=own: model.rollout(c, n, own, d.trajectory_coefficients, d.interval, window=W)
-            per_system["rollout_vrmse"].append(d.rollout(roll))
+            rollout, example = d.rollout_with_example(roll)
+            per_system["rollout_vrmse"].append(rollout)
+            per_system["example"].append(example)
     curve_system = np.stack([curves[f"vrmse_{s}"].values for s in names])
     ds = harness.job_dataset(curves, rollout=None, **harness.drop_counts([p.buffer for p in pools.values()]))
     ds["curve"] = ds.vrmse
@@ -217,6 +219,7 @@ def _job(job: Job) -> xr.Dataset:
     ds["vrmse_generic"] = (("system",), np.asarray(per_system["vrmse_generic"]))
     ds["vrmse_by_position"] = (("system", "position"), np.stack(per_system["vrmse_by_position"]))
     ds["rollout_vrmse"] = (("system", "lead"), np.stack(per_system["rollout_vrmse"]))
+    ds[harness.EXAMPLE] = (("system", "lead", "y", "x"), np.stack(per_system["example"]))
     ds["seen"] = (("system",), np.array([s in trained for s in names]))
     ds["draws"] = (("system",), np.array([counts.get(s, 0) for s in names], dtype=float))
     ds["probability"] = (("system",), np.array([sampler.probabilities[trained.index(s)] if s in trained else 0.0 for s in names]))
@@ -237,6 +240,7 @@ def run(
     arms: Sequence[str] | None = None,
     workers: int | None = None,
     folder: str | None = None,
+    example_arm: str = "full",
 ) -> xr.Dataset:
     """Train every arm of :func:`arms_of` for every seed and evaluate it on every system.
 
@@ -246,13 +250,18 @@ def run(
     (context length of a teacher-forced prediction), ``lead``, plus ``vrmse_generic``, ``seen``,
     ``draws``, ``probability``, ``parameters``, ``backbone_parameters``, ``step_seconds``, the
     persistence baselines, and ``backbone_seconds`` (``backbone``, ``length``) from
-    :func:`backbone_timing`.
+    :func:`backbone_timing`; ``example_truth (system, example_frame, y, x)``, the first field of
+    the first rollout trajectory of each system (context and future), and ``example_prediction
+    (system, lead, y, x)``, what ``example_arm`` (attribute; default the full model) with the
+    first seed predicted for it.
     """
     all_arms = arms_of(cfg)
     chosen = list(arms or all_arms)
     unknown = [a for a in chosen if a not in all_arms]
     if unknown:
         raise ValueError(f"run: unknown arms {unknown}; choose from {list(all_arms)}")
+    if example_arm not in chosen:
+        raise ValueError(f"run: example_arm={example_arm!r} is not among the arms run, {chosen}")
     names = list(specs(cfg["systems"]))
     if len(cfg["sizes"]) != len(names):
         raise ValueError(f"run: sizes {cfg['sizes']} must give one corpus size per system {names}")
@@ -294,6 +303,7 @@ def run(
         progress=progress,
     )
     _SHARED.clear()
+    results, examples = harness.split_examples(results)
     baselines = xr.concat([d.baselines() for d in data.values()], dim=xr.DataArray(names, dims="system"))
     baselines["persistence_by_position"] = (
         ("system", "position"),
@@ -308,6 +318,9 @@ def run(
         ds[name] = ds[name].isel(seed=0, drop=True)
     ds["seen"] = ds.seen.astype(bool)
     ds["backbone_seconds"] = backbone_timing(cfg, device)
+    first = list(cfg["seeds"])[0]
+    ds["example_truth"] = (("system", "example_frame", "y", "x"), np.stack([data[s].example() for s in names]))
+    ds["example_prediction"] = examples[Job(example_arm, first)].assign_coords(system=names)
     ds.attrs.update(
         {
             "seconds": time.perf_counter() - start,
@@ -315,6 +328,8 @@ def run(
             "held_out": ", ".join(cfg["held_out"]),
             "temperature": float(cfg["temperature"]),
             "workers": workers,
+            "example_arm": example_arm,
+            "example_seed": int(first),
             **{f"dropped_validation_{s}": int(d.drops["dropped"]) for s, d in data.items()},
         }
     )
