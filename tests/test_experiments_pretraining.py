@@ -58,6 +58,11 @@ def test_every_arm_and_point_in_one_layout(small, runs):
     assert ds.pre_vrmse.dims == ("regime", "domain", "pre_eval_step")
     assert ds.attrs["dynamics_step_flops"] > 0 and ds.attrs["pretraining_step_flops"] > 0
     assert "training_drop_rate" in ds.attrs and "drop_rate_validation_navier_stokes" in ds.attrs
+    # the rollout kept to watch: its truth, and each example arm's prediction, the one its rollout scored
+    assert ds.example_truth.shape == (small["context"] + small["rollout_steps"], small["grid"], small["grid"])
+    assert list(ds.example_arm.values) == list(P.EXAMPLE_ARMS)
+    assert ds.example_prediction.shape == (len(P.EXAMPLE_ARMS), small["rollout_steps"], small["grid"], small["grid"])
+    assert not np.array_equal(ds.example_prediction.values[0], ds.example_prediction.values[1])
 
 
 def test_a_scratch_run_does_not_depend_on_the_pre_training_budget_and_runs_once(small, runs):

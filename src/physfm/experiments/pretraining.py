@@ -420,6 +420,12 @@ def same_run(job: Job, points: Mapping[str, Mapping[str, Any]]) -> Job:
     return job
 
 
+#: the arms whose rollout of the first held-out trajectory (base point, first seed) a run keeps,
+#: ``example_prediction``, beside its truth ``example_truth`` (the first field)
+EXAMPLE_ARMS = ("scratch", "in_domain_finetuned", "cross_domain_finetuned")
+EXAMPLE_SPACE = ("y", "x")
+
+
 def _job(job: Job) -> xr.Dataset:
     """Train ``job.arm`` with ``job.seed`` at ``job.regime``; its curves, rollout and sizes."""
     cfg, data, device = _SHARED["configs"][job.regime], _SHARED["data"], _SHARED["device"]
@@ -450,9 +456,11 @@ def _job(job: Job) -> xr.Dataset:
         checkpoint=harness.checkpoint_path(job),
     )
     model.eval()
+    rollout, example = data.rollout_with_example(model.rollout)
     return harness.job_dataset(
         curves,
-        rollout=data.rollout(model.rollout),
+        rollout=rollout,
+        **{harness.EXAMPLE: (("lead", *EXAMPLE_SPACE), example)},
         steps=steps,
         extra_steps=extra,
         trainable=count_parameters(model)[0],
@@ -498,7 +506,10 @@ def run(
     same command runs again (:func:`physfm.experiments.harness.run_jobs`).
 
     Returns the harness's layout with dims ``regime``, ``arm``, ``seed``, and the pre-training
-    curves ``pre_vrmse``/``pre_nmse`` per ``regime`` and ``domain``.
+    curves ``pre_vrmse``/``pre_nmse`` per ``regime`` and ``domain``; ``example_truth
+    (example_frame, y, x)``, the first field of the first rollout trajectory (context and
+    future), and ``example_prediction (example_arm, lead, y, x)``, what each of
+    :data:`EXAMPLE_ARMS` that ran predicted for it at the base point with the first seed.
     """
     start = time.perf_counter()
     arms = list(cfg["arms"] if arms is None else arms)
@@ -567,7 +578,7 @@ def run(
         desc=f"{len(todo)} dynamics runs",
         progress=progress,
     )
-    results = {j: done[runs[j]] for j in jobs}
+    results, examples = harness.split_examples({j: done[runs[j]] for j in jobs})
     _SHARED.clear()
 
     # 4. one dataset
@@ -576,6 +587,16 @@ def run(
     ds = harness.collect(results, baselines=data.baselines())
     names = list(points)
     ds = ds.reindex(regime=names)
+    # one rollout to watch: the first held-out trajectory, the base point's first seed
+    shown = [a for a in EXAMPLE_ARMS if a in arms]
+    first = list(cfg["seeds"])[0]
+    ds["example_truth"] = (("example_frame", *EXAMPLE_SPACE), data.example())
+    ds["example_prediction"] = (
+        ("example_arm", "lead", *EXAMPLE_SPACE),
+        np.stack([examples[Job(a, first, regime="base")].values for a in shown]),
+    )
+    ds = ds.assign_coords(example_arm=shown)
+    ds.attrs.update(example_seed=int(first))
     longest = max((c for _, c in pre.values()), key=lambda c: len(c.eval_step)).eval_step.values
     pre_vrmse = np.full((len(names), len(domains), len(longest)), np.nan)
     pre_nmse = np.full(pre_vrmse.shape + (3,), np.nan)
