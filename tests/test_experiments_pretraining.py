@@ -148,13 +148,13 @@ def test_pre_trainings_of_one_stream_generate_it_once_and_keep_their_numbers(sma
     """Tokenisers that differ in architecture and budget but read the same crop stream share its
     generated chunks: the longest generates them, the others read them, with the weights they
     get alone."""
-    monkeypatch.setenv("PHYSFM_CACHE", str(tmp_path))
+    monkeypatch.setenv("PHYSFM_CACHE", str(tmp_path / "not yet made"))  # a cache folder that does not exist yet
     systems = P._domains(small)["in_domain"]
     long, short = (P.tokeniser_recipe({**small, **o}, systems) for o in ({"pre_steps": 6}, {"pre_steps": 3, "latent": 1}))
     P._pretrain_all([short, long], workers=1, progress=False)
     (t_long, c_long), (t_short, c_short) = (P.pretrain_tokeniser(r, name="ablation", progress=False) for r in (long, short))
     assert c_long.attrs["generation_seconds"] > 0 and c_short.attrs["generation_seconds"] == 0.0
-    assert not list(tmp_path.glob("chunks-*"))  # the shared chunks are gone once every tokeniser is in the cache
+    assert not list((tmp_path / "not yet made").glob("chunks-*"))  # the shared chunks are gone once every tokeniser is in the cache
     alone, _ = P.pretrain_tokeniser(short, name="ablation", progress=False, use_cache=False)
     for a, b in zip(alone.state_dict().values(), t_short.state_dict().values()):
         assert torch.equal(a, b)

@@ -295,6 +295,7 @@ def _pretrain_all(recipes: list[dict], *, workers: int, progress: bool, device: 
     by the others (in any process), which changes no number."""
     unique = list({repr(sorted(r.items())): r for r in recipes}.values())
     unique.sort(key=lambda r: -r["steps"] * math.prod(r["channels"]))
+    cache_dir().mkdir(parents=True, exist_ok=True)  # a fresh cache may not exist yet
     with tempfile.TemporaryDirectory(prefix="chunks-", dir=cache_dir()) as folder:
         if workers > 1 and len(unique) > 1:
             from physfm.runtime import map_jobs
