@@ -154,7 +154,9 @@ def test_pre_trainings_of_one_stream_generate_it_once_and_keep_their_numbers(sma
     P._pretrain_all([short, long], workers=1, progress=False)
     (t_long, c_long), (t_short, c_short) = (P.pretrain_tokeniser(r, name="ablation", progress=False) for r in (long, short))
     assert c_long.attrs["generation_seconds"] > 0 and c_short.attrs["generation_seconds"] == 0.0
-    assert not list((tmp_path / "not yet made").glob("chunks-*"))  # the shared chunks are gone once every tokeniser is in the cache
+    assert not list(
+        (tmp_path / "not yet made").glob("chunks-*")
+    )  # the shared chunks are gone once every tokeniser is in the cache
     alone, _ = P.pretrain_tokeniser(short, name="ablation", progress=False, use_cache=False)
     for a, b in zip(alone.state_dict().values(), t_short.state_dict().values()):
         assert torch.equal(a, b)
