@@ -526,7 +526,8 @@ def run(
     domains = _domains(cfg)
     recipes = {(r, d): tokeniser_recipe(c, s) for r, c in points.items() for d, s in domains.items()}
     _pretrain_all(list(recipes.values()), workers=workers, progress=progress, device=device)
-    pre = {k: pretrain_tokeniser(rec, device=device, name="ablation", progress=progress) for k, rec in recipes.items()}
+    # every one is in the cache now: read back without a line per tokeniser
+    pre = {k: pretrain_tokeniser(rec, device=device, name="ablation", progress=False) for k, rec in recipes.items()}
     pre_seconds = time.perf_counter() - start
     shared_toks = {k: (tok.config, {n: v.cpu() for n, v in tok.state_dict().items()}) for k, (tok, _) in pre.items()}
 

@@ -244,7 +244,7 @@ def pretrain_tokeniser(
         return model, fit(model)
     if checkpoint is None:  # beside the cache entry, under the same key; gone once the entry is written
         checkpoint = cache_dir() / f"{name}-{config_digest(r, CODE)}.ckpt.pt"
-    out = cached(name, r, make, fit, code=CODE)
+    out = cached(name, r, make, fit, code=CODE, verbose=progress)
     if is_main_process():
         Path(checkpoint).unlink(missing_ok=True)
     return out
