@@ -9,6 +9,7 @@ import torch
 
 from physfm import profiles
 from physfm.experiments import pretraining as P
+from physfm.runtime import one_thread
 
 
 @pytest.fixture(scope="module")
@@ -154,12 +155,34 @@ def test_pre_trainings_of_one_stream_generate_it_once_and_keep_their_numbers(sma
     P._pretrain_all([short, long], workers=1, progress=False)
     (t_long, c_long), (t_short, c_short) = (P.pretrain_tokeniser(r, name="ablation", progress=False) for r in (long, short))
     assert c_long.attrs["generation_seconds"] > 0 and c_short.attrs["generation_seconds"] == 0.0
-    assert not list(
-        (tmp_path / "not yet made").glob("chunks-*")
-    )  # the shared chunks are gone once every tokeniser is in the cache
-    alone, _ = P.pretrain_tokeniser(short, name="ablation", progress=False, use_cache=False)
+    # the shared chunks are gone once every tokeniser is in the cache
+    assert not list((tmp_path / "not yet made").glob("chunks-*"))
+    with one_thread():  # as _pretrain_all trains here
+        alone, _ = P.pretrain_tokeniser(short, name="ablation", progress=False, use_cache=False)
     for a, b in zip(alone.state_dict().values(), t_short.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_tokeniser_pre_trained_here_equals_one_pre_trained_in_a_worker(small, tmp_path, monkeypatch):
+    """The fine-tuning chapter pre-trains in its own process what the pre-training chapter
+    pre-trains in one-thread workers: in-process pre-training runs on one thread too, so the
+    cache holds the same tokeniser whichever chapter ran first."""
+    recipes = [P.tokeniser_recipe(small, s) for s in P._domains(small).values()]
+    weights = []
+    for workers in (1, 2):
+        monkeypatch.setenv("PHYSFM_CACHE", str(tmp_path / f"workers-{workers}"))
+        P._pretrain_all(recipes, workers=workers, progress=False)
+        weights.append([P.pretrain_tokeniser(r, name="ablation", progress=False)[0].state_dict() for r in recipes])
+    for here, there in zip(*weights):
+        for k in here:
+            assert torch.equal(here[k], there[k]), k
+
+
+def test_one_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with one_thread("cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 def test_bad_arguments_are_named(small):

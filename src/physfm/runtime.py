@@ -46,6 +46,7 @@ __all__ = [
     "seed_for",
     "progress_bar",
     "map_jobs",
+    "one_thread",
     "distributed",
     "is_main_process",
     "rank",
@@ -339,6 +340,21 @@ def cache_dir() -> Path:
     from physfm.results import repo_root
 
     return Path(os.environ.get("PHYSFM_CACHE") or repo_root() / ".cache")
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run the block on one CPU thread (torch's thread count restored after), when ``device`` is
+    the CPU. A computation on one thread gives the numbers of a one-thread worker process
+    (:func:`map_jobs`) bit for bit, whichever process runs it; on several threads its sums are
+    split differently and the numbers move by rounding."""
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _start_worker(initializer: Callable[..., None] | None, initargs: Sequence[Any]) -> None:

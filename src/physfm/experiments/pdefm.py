@@ -49,7 +49,7 @@ from physfm.experiments import harness
 from physfm.experiments.harness import Job
 from physfm.nn.layers import count_parameters
 from physfm.nn.pdefm import PDEFM, matched_transformer_hidden, pdefm_loss
-from physfm.runtime import seed_for
+from physfm.runtime import one_thread, seed_for
 from physfm.training import TrainConfig, train
 
 __all__ = ["Arm", "arms_of", "build_model", "run", "backbone_timing", "summary", "deltas"]
@@ -346,13 +346,8 @@ def backbone_timing(cfg: Mapping[str, Any], device: torch.device | str = "cpu") 
     disturbs threads that wait for each other."""
     lengths = list(cfg["timing_lengths"])
     out = np.zeros((2, len(lengths)))
-    threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu":
-        torch.set_num_threads(1)
-    try:
+    with one_thread(device):
         _time_backbones(cfg, lengths, device, out)
-    finally:
-        torch.set_num_threads(threads)
     return xr.DataArray(out, dims=("backbone", "length"), coords={"backbone": ["mamba", "transformer"], "length": lengths})
 
 

@@ -85,7 +85,7 @@ from physfm.experiments.harness import Job
 from physfm.nn.dynamics import NextFrameModel
 from physfm.nn.lora import count_parameters
 from physfm.nn.tokeniser import Tokeniser
-from physfm.runtime import cache_dir, seed_for
+from physfm.runtime import cache_dir, one_thread, seed_for
 from physfm.training import TrainConfig, pretrain_tokeniser, train
 from physfm.training.tokeniser import drop_attrs
 
@@ -288,7 +288,8 @@ def _pretrain_job(job: tuple[dict, str]) -> None:
 
 def _pretrain_all(recipes: list[dict], *, workers: int, progress: bool, device: torch.device | str = "cpu") -> None:
     """Train every distinct recipe into the cache, the longest first (in worker processes when
-    ``workers > 1``, so that they finish together). Recipes that share their systems, grid and
+    ``workers > 1``, so that they finish together; else here on one thread, which gives the
+    workers' numbers). Recipes that share their systems, grid and
     seed read the same crop stream, whatever their architecture or budget: its chunks are
     generated once, by the first pre-training that needs them, into a
     :class:`~physfm.data.streams.DiskStore` in a temporary folder of the cache, and read from there
@@ -302,9 +303,10 @@ def _pretrain_all(recipes: list[dict], *, workers: int, progress: bool, device: 
 
             jobs = [(r, folder) for r in unique]
             map_jobs(_pretrain_job, jobs, workers=workers, desc="pre-training tokenisers", progress=progress)
-        else:
-            for r in unique:
-                pretrain_tokeniser(r, device=device, name="ablation", progress=progress, store=streams.DiskStore(folder))
+        else:  # on one thread, as in a worker: the same tokeniser whichever chapter trains it first
+            with one_thread(device):
+                for r in unique:
+                    pretrain_tokeniser(r, device=device, name="ablation", progress=progress, store=streams.DiskStore(folder))
 
 
 def equal_compute_steps(cfg: Mapping[str, Any], fields: int = 1) -> int:
